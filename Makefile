@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel keeps the virtual environment small; set TORCH_SPEC=torch for a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+export KEDRO_DISABLE_TELEMETRY := true
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test setup bench viz clean-data
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/pip install -q "$(TORCH_SPEC)" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import trading_engine, torch, kedro, ccxt, optuna"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/kedro run
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/pip install -q -e ".[dev,bench]" 2>&1 | grep -v "is ignored: it is neither" || true
+	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+viz: setup
+	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141
+
+clean-data:
+	find data -type f ! -name .gitkeep -delete

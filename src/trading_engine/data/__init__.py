@@ -1,0 +1,1 @@
+"""Candle data: schema, storage, sources and quality."""

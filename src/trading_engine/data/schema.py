@@ -1,0 +1,72 @@
+"""The candle schema and the names of series, shared by every layer.
+
+A stored candle table has the columns `timestamp` (datetime64 UTC, the candle's open time),
+`open`, `high`, `low`, `close`, `volume` (float64). In memory, for the features, the same table
+is indexed by `timestamp` (see `to_indexed`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+CANDLE_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
+
+_TIMEFRAME = re.compile(r"^(\d+)([mhdw])$")
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def timeframe_to_milliseconds(timeframe: str) -> int:
+    """'1m' -> 60000, '5m' -> 300000, '1h' -> 3600000."""
+    match = _TIMEFRAME.match(str(timeframe))
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"unparseable timeframe {timeframe!r}; expected e.g. '1m', '5m', '1h', '1d'")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
+    return pd.Timedelta(milliseconds=timeframe_to_milliseconds(timeframe))
+
+
+def normalise_symbol(symbol: str) -> str:
+    """Accept 'BTC/USDT', 'BTC/USDT:USDT' or 'BTCUSDT'-like 'BTC_USDT'; return the ccxt
+    perpetual symbol 'BTC/USDT:USDT'."""
+    text = str(symbol).strip().upper()
+    if "/" not in text and "_" in text:
+        text = text.replace("_", "/", 1)
+    if "/" not in text:
+        raise ValueError(f"symbol {symbol!r} is not of the form BASE/QUOTE (e.g. BTC/USDT)")
+    base, rest = text.split("/", 1)
+    quote, _, settle = rest.partition(":")
+    if not base or not quote:
+        raise ValueError(f"symbol {symbol!r} is not of the form BASE/QUOTE (e.g. BTC/USDT)")
+    return f"{base}/{quote}:{settle or quote}"
+
+
+def series_key(symbol: str, timeframe: str) -> str:
+    """The file stem of a series: ('BTC/USDT:USDT', '1m') -> 'BTC_USDT_1m'."""
+    base, rest = normalise_symbol(symbol).split("/", 1)
+    quote = rest.split(":", 1)[0]
+    timeframe_to_milliseconds(timeframe)
+    return f"{base}_{quote}_{timeframe}"
+
+
+def parse_series_key(key: str) -> tuple[str, str]:
+    """'BTC_USDT_1m' -> ('BTC/USDT:USDT', '1m')."""
+    parts = str(key).split("_")
+    if len(parts) != 3:
+        raise ValueError(f"series key {key!r} is not of the form BASE_QUOTE_TIMEFRAME")
+    base, quote, timeframe = parts
+    timeframe_to_milliseconds(timeframe)
+    return f"{base}/{quote}:{quote}", timeframe
+
+
+def to_indexed(candles: pd.DataFrame) -> pd.DataFrame:
+    """A stored candle table (timestamp column) -> the same table indexed by timestamp."""
+    if "timestamp" in candles.columns:
+        candles = candles.set_index("timestamp")
+    if not isinstance(candles.index, pd.DatetimeIndex):
+        raise TypeError("candles need a 'timestamp' column or a DatetimeIndex")
+    return candles
