@@ -2,12 +2,13 @@
 
 Early stopping (training), the tuning objective and the evaluation all call
 `strategy_returns` and `portfolio_returns`, so they share the trading rule, the cost model and
-the fill timing of `rules.py`, `costs.py` and `engine.py`.
+the fill timing of `rules.py`, `costs.py` and `engine.py`. The evaluation's baselines trade their
+own positions on the same bars with `align_market` + `trade_positions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,65 @@ RESULT_COLUMNS = ("held_position", "gross_return", "fee_cost", "slippage_cost", 
                   "net_return", "turnover")
 # A segment is traded on its own: positions never carry across a purge gap or a fold boundary.
 SEGMENT_KEYS = ["series", "fold", "segment"]
+MARKET_COLUMNS = ("open", "close", "funding_rate")
+
+
+def align_market(predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The rows of `predictions` sorted into contiguous (series, fold, segment) blocks (in order
+    of first appearance, each sorted by timestamp), with the market columns `open`, `close`,
+    `funding_rate` (0 where the market has none) of their bars and `segment_start` (True on the
+    first bar of each block). `market` maps a series key to a frame indexed by timestamp, e.g.
+    the model input; a bar missing there is an error."""
+    missing = {"timestamp", *SEGMENT_KEYS} - set(predictions.columns)
+    if missing:
+        raise ValueError(f"predictions lack the columns {sorted(missing)}")
+    block = predictions.groupby(SEGMENT_KEYS, sort=False, observed=True).ngroup().to_numpy()
+    times = pd.DatetimeIndex(predictions["timestamp"]).as_unit("ns").asi8
+    order = np.lexsort((times, block))
+    aligned = predictions.iloc[order].reset_index(drop=True)
+    block = block[order]
+    starts = np.ones(len(aligned), dtype=bool)
+    starts[1:] = block[1:] != block[:-1]
+
+    values = bar_values(aligned, market, MARKET_COLUMNS, optional=("funding_rate",))
+    for name in MARKET_COLUMNS:
+        aligned[name] = values[name]
+    aligned["segment_start"] = starts
+    return aligned
+
+
+def bar_values(rows: pd.DataFrame, market: Mapping[str, pd.DataFrame], columns: Sequence[str],
+               optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The market values (float64) at the bars of `rows` (columns `series`, `timestamp`), one
+    array per column of `columns`; a column in `optional` is 0 where the market lacks it. A bar
+    missing from the market is an error."""
+    values = {name: np.zeros(len(rows)) for name in columns}
+    timestamps = pd.DatetimeIndex(rows["timestamp"])
+    for series, where_rows in rows.groupby("series", sort=False, observed=True).indices.items():
+        if series not in market:
+            raise KeyError(f"no market data for series {series!r}; have {sorted(market)}")
+        frame = market[series]
+        where = pd.DatetimeIndex(frame.index).get_indexer(timestamps[where_rows])
+        if (where < 0).any():
+            raise ValueError(f"market data of {series!r} misses {(where < 0).sum()} bars that have predictions")
+        for name in columns:
+            if name in frame.columns:
+                values[name][where_rows] = frame[name].to_numpy(dtype=np.float64)[where]
+            elif name not in optional:
+                raise KeyError(f"market data of {series!r} has no column {name!r}")
+    return values
+
+
+def trade_positions(aligned: pd.DataFrame, positions: np.ndarray, costs: CostModel) -> pd.DataFrame:
+    """Per-bar results of trading `positions` (one target per row of `aligned`, the output of
+    `align_market`, decided at that bar's close). Each block starts flat and is simulated on its
+    own. Returns timestamp, series, fold, segment and the engine's per-bar columns."""
+    result = simulate(positions, aligned["open"].to_numpy(), aligned["close"].to_numpy(), costs,
+                      aligned["funding_rate"].to_numpy(), segment_starts=aligned["segment_start"].to_numpy())
+    frame = aligned[["timestamp", *SEGMENT_KEYS]].copy()
+    for name in RESULT_COLUMNS:
+        frame[name] = getattr(result, name)
+    return frame
 
 
 def strategy_returns(
@@ -36,30 +96,12 @@ def strategy_returns(
     flat at its start. Returns one row per prediction: timestamp, series, fold, segment and the
     engine's per-bar columns.
     """
-    missing = set(SEGMENT_KEYS) - set(predictions.columns)
-    if missing:
-        raise ValueError(f"predictions lack the columns {sorted(missing)}")
-    blocks = []
-    for (series, fold, segment), block in predictions.groupby(SEGMENT_KEYS, sort=False):
-        if series not in market:
-            raise KeyError(f"no market data for series {series!r}; have {sorted(market)}")
-        block = block.sort_values("timestamp")
-        bars = market[series].reindex(pd.DatetimeIndex(block["timestamp"]))
-        if bars["open"].isna().any():
-            raise ValueError(f"market data of {series!r} misses bars that have predictions")
-        positions = target_positions(block["prob_down"].to_numpy(), block["prob_up"].to_numpy(),
-                                     block["confidence"].to_numpy(), rule)
-        funding = bars["funding_rate"].to_numpy() if "funding_rate" in bars else None
-        result = simulate(positions, bars["open"].to_numpy(), bars["close"].to_numpy(), costs, funding)
-        frame = pd.DataFrame({name: getattr(result, name) for name in RESULT_COLUMNS})
-        frame.insert(0, "timestamp", block["timestamp"].to_numpy())
-        frame.insert(1, "series", series)
-        frame.insert(2, "fold", fold)
-        frame.insert(3, "segment", segment)
-        blocks.append(frame)
-    if not blocks:
+    if predictions.empty:
         return pd.DataFrame(columns=["timestamp", *SEGMENT_KEYS, *RESULT_COLUMNS])
-    return pd.concat(blocks, ignore_index=True)
+    aligned = align_market(predictions, market)
+    positions = target_positions(aligned["prob_down"].to_numpy(), aligned["prob_up"].to_numpy(),
+                                 aligned["confidence"].to_numpy(), rule)
+    return trade_positions(aligned, positions, costs)
 
 
 def portfolio_returns(trades: pd.DataFrame, column: str = "net_return") -> pd.Series:
@@ -67,8 +109,7 @@ def portfolio_returns(trades: pd.DataFrame, column: str = "net_return") -> pd.Se
     rebalanced every bar; a series with no bar at a timestamp is flat there."""
     if trades.empty:
         return pd.Series(dtype=np.float64, name=column)
-    per_series = trades.pivot_table(index="timestamp", columns="series", values=column, aggfunc="sum")
-    n_series = per_series.shape[1]
-    returns = per_series.fillna(0.0).sum(axis=1) / n_series
+    n_series = trades["series"].nunique()
+    returns = trades.groupby("timestamp", sort=True)[column].sum() / n_series
     returns.index = pd.DatetimeIndex(returns.index)
-    return returns.rename(column)
+    return returns.astype(np.float64).rename(column)

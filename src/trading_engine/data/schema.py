@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 CANDLE_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
+# In memory and in Parquet (pandas 3 round-trips give microseconds) candle times are
+# datetime64[us, UTC].
+TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
 _TIMEFRAME = re.compile(r"^(\d+)([mhdw])$")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -28,6 +32,12 @@ def timeframe_to_milliseconds(timeframe: str) -> int:
 
 def timeframe_to_timedelta(timeframe: str) -> pd.Timedelta:
     return pd.Timedelta(milliseconds=timeframe_to_milliseconds(timeframe))
+
+
+def timeframe_offset_milliseconds(timeframe: str) -> int:
+    """Candles open at `offset + k * timeframe` milliseconds after the epoch. The offset is 0,
+    except for weekly candles, which open on Mondays (1970-01-01 was a Thursday)."""
+    return 4 * _UNIT_MS["d"] if timeframe_to_milliseconds(timeframe) % _UNIT_MS["w"] == 0 else 0
 
 
 def normalise_symbol(symbol: str) -> str:
@@ -70,3 +80,23 @@ def to_indexed(candles: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(candles.index, pd.DatetimeIndex):
         raise TypeError("candles need a 'timestamp' column or a DatetimeIndex")
     return candles
+
+
+
+def epoch_to_timestamps(values, unit: str | None = None) -> pd.DatetimeIndex:
+    """Epoch integers -> a UTC DatetimeIndex of dtype `TIMESTAMP_DTYPE`.
+
+    With `unit=None` the unit of each value is told by its magnitude: a time after 1973 is
+    >= 1e11 in ms, >= 1e14 in us and >= 1e17 in ns, while seconds stay below 1e11 until the year
+    5138. So a Binance kline time in milliseconds and a newer spot-archive time in microseconds
+    give the same instant."""
+    array = np.asarray(values, dtype="int64")
+    if unit is not None:
+        return pd.DatetimeIndex(pd.to_datetime(array, unit=unit, utc=True)).as_unit("us")
+    magnitude = np.abs(array)
+    micros = np.select(
+        [magnitude >= 10**17, magnitude >= 10**14, magnitude >= 10**11],
+        [array // 1_000, array, array * 1_000],
+        default=array * 1_000_000,
+    )
+    return pd.DatetimeIndex(micros.astype("datetime64[us]")).tz_localize("UTC")

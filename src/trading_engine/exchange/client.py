@@ -1,0 +1,351 @@
+"""The ccxt client: one exchange connection with market lookup, retries and the weight budget.
+
+`ExchangeClient` wraps a real ccxt exchange (binanceusdm by default) and adds what ccxt leaves
+to its caller:
+
+* `api_url`: every `urls['api'][*]` is rewritten to `api_url + path`, so that a loopback server
+  receives every request (tests, benchmarks) and nothing leaves the machine; proxies from the
+  environment are ignored. Binance's error table is chosen by URL prefix, so local URLs are
+  mapped back to the exchange's own prefix to get the same exceptions.
+* Market lookup: an unknown symbol (`BadSymbol`) or timeframe (`UnknownTimeframeError`) fails at
+  once, listing what the exchange has.
+* Retries: ccxt's `OperationFailed` family ("may succeed if retried": `NetworkError`,
+  `DDoSProtection` (HTTP 429/418), `RateLimitExceeded`, `ExchangeNotAvailable`,
+  `RequestTimeout`) and malformed answers are retried with exponential backoff and jitter;
+  a 429/418 `Retry-After` pauses every thread that shares the budget for that long.
+* Malformed answers: on a 200 answer that is not JSON (garbage, an HTML page) ccxt returns `[]`
+  or rows of None without raising. The client keeps ccxt's parsed JSON (`last_json_response`,
+  None when the body did not parse) and checks every row, so such a page raises
+  `MalformedResponseError` (retried) and is never stored. An empty JSON list `[]` is a valid
+  answer; whether it is plausible is the pager's call (see `history.py`).
+* Weight: ccxt's own throttle is replaced by `WeightBudget.acquire(cost)`, where `cost` is the
+  endpoint's weight from ccxt's table of Binance's weights (klines 1000 = 5, exchangeInfo 1,
+  time 1, fundingRate 1), and each answer's `X-MBX-USED-WEIGHT-1M` header is fed back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import ccxt
+import numpy as np
+
+from trading_engine.data.schema import normalise_symbol, timeframe_to_milliseconds
+from trading_engine.exchange.budget import WeightBudget
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CANDLES_PER_REQUEST = 1000  # ccxt caps Binance klines at 1000 a request (weight 5)
+FUNDING_RATES_PER_REQUEST = 1000  # /fapi/v1/fundingRate's maximum
+
+
+class MalformedResponseError(ccxt.NetworkError):
+    """A 200 answer that is not what the endpoint returns (garbage, HTML, rows of None); retried."""
+
+
+class UnknownTimeframeError(ValueError):
+    """The exchange has no such candle timeframe."""
+
+
+class RetriesExhaustedError(RuntimeError):
+    """A request kept failing; the data committed so far is kept and a re-run resumes."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits a uniform draw in [d/2, d] with
+    d = min(backoff_max_s, backoff_base_s * 2**(n-1)); a Retry-After longer than the draw wins.
+    A Retry-After beyond `max_retry_after_s` (a long ban) fails at once with a clear error."""
+
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_retry_after_s: float = 900.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
+        return rng.uniform(ceiling / 2.0, ceiling)
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0
+    retries: int = 0
+    seconds_backing_off: float = 0.0
+
+
+class ExchangeClient:
+    """One ccxt exchange instance (not thread-safe; `clone()` one per thread, sharing the
+    markets, the clock offset and the budget)."""
+
+    def __init__(
+        self,
+        exchange_id: str = "binanceusdm",
+        api_url: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        budget: WeightBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        seed: int | None = None,
+    ) -> None:
+        if not hasattr(ccxt, exchange_id):
+            raise ValueError(f"ccxt has no exchange {exchange_id!r}")
+        self.exchange_id = exchange_id
+        self.api_url = api_url.rstrip("/") if api_url else None
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.budget = budget or WeightBudget()
+        self.stats = RequestStats()
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._clock_offset_ms = 0
+        self.exchange = self._connect()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> ccxt.Exchange:
+        exchange = getattr(ccxt, self.exchange_id)(
+            {
+                "timeout": int(self.timeout_s * 1000),
+                "enableRateLimit": True,  # ccxt then calls throttle(cost) before each request
+                "enableLastJsonResponse": True,
+                "enableLastResponseHeaders": True,
+            }
+        )
+        exchange.throttle = self._throttle  # our budget instead of ccxt's half-budget sleep
+        if self.api_url:
+            original_prefixes = {}
+            for name, url in list(exchange.urls["api"].items()):
+                parsed = urlparse(url)
+                exchange.urls["api"][name] = self.api_url + parsed.path
+                original_prefixes[self.api_url + parsed.path] = f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
+            exchange.session.trust_env = False  # no proxy from the environment for a local URL
+            by_url = exchange.get_exceptions_by_url
+
+            def exceptions_as_on_the_exchange(url: str | None, exact_or_broad: str) -> dict:
+                for local, remote in original_prefixes.items():
+                    if url and url.startswith(local):
+                        return by_url(remote + url[len(local):], exact_or_broad)
+                return by_url(url, exact_or_broad)
+
+            exchange.get_exceptions_by_url = exceptions_as_on_the_exchange
+        return exchange
+
+    def clone(self) -> ExchangeClient:
+        """Another connection for another thread: same markets, clock offset and budget."""
+        twin = ExchangeClient(
+            self.exchange_id, self.api_url, timeout_s=self.timeout_s, retry=self.retry,
+            budget=self.budget, sleep=self._sleep, seed=self._rng.randrange(2**32),
+        )
+        if self.exchange.markets:
+            twin.exchange.set_markets(self.exchange.markets, self.exchange.currencies)
+        twin._clock_offset_ms = self._clock_offset_ms
+        return twin
+
+    def _throttle(self, cost: float | None = None) -> None:
+        self.budget.acquire(1.0 if cost is None else float(cost))
+
+    # ------------------------------------------------------------------ retries
+
+    def call(self, what: str, request: Callable[[], T], check: Callable[[T], None] | None = None) -> T:
+        """Run `request` (one ccxt call) with retries; `check` raises MalformedResponseError on
+        an answer that must not be used. `what` names the request in messages."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self.exchange.last_json_response = None
+            self.stats.requests += 1
+            try:
+                answer = request()
+                if check is not None:
+                    check(answer)
+                self._observe_headers()
+                return answer
+            except ccxt.OperationFailed as error:
+                self._observe_headers()
+                retry_after = self._retry_after(error)
+                if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+                    raise RetriesExhaustedError(
+                        f"{what}: the exchange asks to wait {retry_after:.0f} s (Retry-After; HTTP 418 "
+                        f"means the IP is banned), more than max_retry_after_s = "
+                        f"{self.retry.max_retry_after_s:.0f}: {error}"
+                    ) from error
+                if attempt >= self.retry.max_attempts:
+                    raise RetriesExhaustedError(
+                        f"{what} failed {attempt} times; the last error: {type(error).__name__}: {error}. "
+                        "Everything committed so far is kept; run again to resume."
+                    ) from error
+                delay = self.retry.delay(attempt, self._rng)
+                if retry_after is not None:
+                    self.budget.pause(retry_after)  # every thread waits, not only this one
+                    delay = max(delay, retry_after)
+                logger.warning(
+                    "%s: %s (%s); retry %d of %d in %.2f s", what, type(error).__name__,
+                    _short(error), attempt, self.retry.max_attempts - 1, delay,
+                )
+                self.stats.retries += 1
+                self.stats.seconds_backing_off += delay
+                self._sleep(delay)
+
+    def _retry_after(self, error: Exception) -> float | None:
+        if not isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+            return None
+        value = (self.exchange.last_response_headers or {}).get("Retry-After")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def _observe_headers(self) -> None:
+        used = (self.exchange.last_response_headers or {}).get("X-MBX-USED-WEIGHT-1M")
+        if used is not None:
+            try:
+                self.budget.observe_used_weight(int(used))
+            except ValueError:
+                pass
+
+    # ------------------------------------------------------------------ markets and clock
+
+    def load(self) -> None:
+        """Load the markets and measure the exchange's clock (two requests, retried)."""
+
+        def markets_loaded(markets: dict) -> None:
+            if not markets:  # ccxt returns {} on a garbage exchangeInfo
+                raise MalformedResponseError("exchangeInfo gave no markets")
+
+        self.call("load markets", lambda: self.exchange.load_markets(reload=True), markets_loaded)
+        self.sync_clock()
+
+    def sync_clock(self) -> None:
+        def is_time(value: Any) -> None:
+            if not isinstance(value, int):
+                raise MalformedResponseError(f"server time is {value!r}")
+
+        before = time.time()
+        server_ms = self.call("fetch server time", self.exchange.fetch_time, is_time)
+        local_ms = int((before + time.time()) / 2 * 1000)
+        self._clock_offset_ms = server_ms - local_ms
+
+    def now_ms(self) -> int:
+        """The exchange's clock (local clock + the offset measured by `sync_clock`)."""
+        return int(time.time() * 1000) + self._clock_offset_ms
+
+    def market(self, symbol: str) -> dict:
+        """The ccxt market of a symbol ('BTC/USDT', 'BTC/USDT:USDT'); BadSymbol listing the
+        exchange's perpetuals when unknown."""
+        wanted = normalise_symbol(symbol)
+        markets = self.exchange.markets or {}
+        if wanted in markets:
+            return markets[wanted]
+        available = sorted(s for s, m in markets.items() if m.get("swap") or m.get("linear"))
+        close = difflib.get_close_matches(wanted, available, n=5)
+        raise ccxt.BadSymbol(
+            f"{self.exchange_id} has no market {symbol!r} (looked for {wanted!r})"
+            + (f"; close matches: {', '.join(close)}" if close else "")
+            + f"; available ({len(available)}): {', '.join(available)}"
+        )
+
+    def check_timeframe(self, timeframe: str) -> None:
+        timeframes = self.exchange.timeframes or {}
+        supported = [tf for tf in timeframes if _parseable(tf)]
+        if timeframe not in timeframes or not _parseable(timeframe):
+            raise UnknownTimeframeError(
+                f"{self.exchange_id} has no timeframe {timeframe!r}; available: {', '.join(supported)}"
+            )
+
+    # ------------------------------------------------------------------ data
+
+    def fetch_candles(
+        self, symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None,
+        limit: int = CANDLES_PER_REQUEST, expect_data: bool = True,
+    ) -> np.ndarray:
+        """One page of klines from `since_ms` (open time) -> float64 array (n, 6): open time in
+        ms, open, high, low, close, volume, as the exchange sent them (sorted by ccxt). With
+        `expect_data`, a page without a candle at or after `since_ms` counts as malformed and is
+        retried (see `history.py`)."""
+        params = {} if until_ms is None else {"until": int(until_ms)}
+
+        def well_formed(rows: list) -> None:
+            self._check_json_list("klines")
+            _check_rows(rows, 6, "klines")
+            if expect_data and not rows:  # ccxt keeps only rows at or after since
+                raise MalformedResponseError(
+                    "klines gave no candle at or after startTime although closed candles should exist"
+                )
+
+        rows = self.call(
+            f"{symbol} {timeframe} klines from {_iso(since_ms)}",
+            lambda: self.exchange.fetch_ohlcv(symbol, timeframe, int(since_ms), limit, params),
+            well_formed,
+        )
+        return np.asarray(rows, dtype="float64").reshape(-1, 6)
+
+    def fetch_funding_rates(
+        self, symbol: str, since_ms: int, until_ms: int | None = None, limit: int = FUNDING_RATES_PER_REQUEST,
+    ) -> np.ndarray:
+        """One page of funding settlements from `since_ms` -> float64 array (n, 2): settlement
+        time in ms, rate. An empty page is a valid answer (no settlement since)."""
+        params = {} if until_ms is None else {"until": int(until_ms)}
+
+        def well_formed(rows: list) -> None:
+            self._check_json_list("fundingRate")
+            _check_rows([[r.get("timestamp"), r.get("fundingRate")] for r in rows], 2, "fundingRate")
+
+        rows = self.call(
+            f"{symbol} funding rates from {_iso(since_ms)}",
+            lambda: self.exchange.fetch_funding_rate_history(symbol, int(since_ms), limit, params),
+            well_formed,
+        )
+        return np.asarray([[r["timestamp"], r["fundingRate"]] for r in rows], dtype="float64").reshape(-1, 2)
+
+    def _check_json_list(self, endpoint: str) -> None:
+        """ccxt turns a body that is not JSON into [] or rows of None; its parsed JSON tells."""
+        if not isinstance(self.exchange.last_json_response, list):
+            raise MalformedResponseError(
+                f"{endpoint} answer is not a JSON list: {_snippet(self.exchange.last_http_response)}"
+            )
+
+
+def _check_rows(rows: list, width: int, endpoint: str) -> None:
+    if not isinstance(rows, list):
+        raise MalformedResponseError(f"{endpoint} gave {type(rows).__name__}, not rows")
+    if not rows:
+        return
+    try:
+        array = np.asarray(rows, dtype="float64")
+    except (TypeError, ValueError) as error:
+        raise MalformedResponseError(f"{endpoint} rows do not parse as numbers ({error})") from error
+    if array.ndim != 2 or array.shape[1] != width or not np.isfinite(array).all():
+        raise MalformedResponseError(f"{endpoint} rows are not {width} finite numbers each")
+
+
+def _parseable(timeframe: str) -> bool:
+    try:
+        timeframe_to_milliseconds(timeframe)
+    except ValueError:
+        return False
+    return True
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _snippet(body: Any) -> str:
+    text = repr(body)
+    return text if len(text) <= 80 else text[:77] + "..."
+

@@ -1,0 +1,220 @@
+"""The feature set: 62 causal, scale-free features of one candle series (see docs/features.md).
+
+`compute_features(candles, reference=None)` returns one float32 column per feature, named
+`feat_*`, on the candles' index. Everything is computed in float64 and cast at the end (half the
+memory; float32 keeps 7 significant digits, far more than any of these features carries).
+A feature is NaN only while its own lookback is not yet filled; after that it is finite, also on
+flat candles (open = high = low = close) and zero-volume candles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trading_engine.data.schema import PRICE_COLUMNS
+from trading_engine.features import indicators as ind
+
+EMA_SPANS = (5, 10, 20, 50, 100)
+ATR_WINDOW = 14
+#: Bars a model-input row needs behind it: three times the longest EMA span (the seed's weight
+#: has fallen to e^-6 by then), which is also more than every finite lookback (see docs).
+WARMUP_BARS = 3 * max(EMA_SPANS)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    # volatility
+    "feat_atr", "feat_realized_vol_10", "feat_realized_vol_20", "feat_realized_vol_50",
+    "feat_parkinson_vol_10", "feat_parkinson_vol_20", "feat_vol_ratio",
+    # momentum
+    "feat_rsi_7", "feat_rsi_14", "feat_rsi_21",
+    "feat_roc_1", "feat_roc_5", "feat_roc_10", "feat_roc_20",
+    "feat_macd", "feat_macd_signal", "feat_macd_hist",
+    "feat_stoch_14", "feat_stoch_21", "feat_stoch_d_14",
+    "feat_cci_20", "feat_mfi_14",
+    # trend
+    *(f"feat_ema_{span}" for span in EMA_SPANS),
+    *(f"feat_dist_ema_{span}" for span in EMA_SPANS),
+    "feat_ema_slope_20", "feat_ema_slope_50", "feat_adx", "feat_adx_di", "feat_trend_score",
+    "feat_bb_position_20", "feat_bb_width_20",
+    # volume
+    "feat_vol_ratio_10", "feat_vol_ratio_20", "feat_vol_ratio_50",
+    "feat_vwap_dist", "feat_obv_slope", "feat_mfv_sum_20",
+    # microstructure
+    "feat_close_position", "feat_body_ratio", "feat_upper_shadow", "feat_lower_shadow",
+    "feat_candle_dir", "feat_consecutive", "feat_gap",
+    "feat_ret_lag_1", "feat_ret_lag_2", "feat_ret_lag_3",
+    # calendar (of the bar's open time, UTC)
+    "feat_hour_sin", "feat_hour_cos", "feat_weekday_sin", "feat_weekday_cos",
+    # cross-asset (the reference series, e.g. BTC, aligned causally)
+    "feat_ref_ret_1", "feat_ref_ret_5", "feat_ref_corr_50",
+)
+
+_SECONDS_PER_DAY = 86_400
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+def _validated_ohlcv(candles: pd.DataFrame) -> dict[str, np.ndarray]:
+    if not isinstance(candles.index, pd.DatetimeIndex):
+        raise TypeError("candles must be indexed by a DatetimeIndex (see data.schema.to_indexed)")
+    missing = [c for c in (*PRICE_COLUMNS, "volume") if c not in candles.columns]
+    if missing:
+        raise ValueError(f"candles lack the columns {missing}")
+    if not candles.index.is_monotonic_increasing or not candles.index.is_unique:
+        raise ValueError("candle timestamps must be unique and sorted")
+    arrays = {c: candles[c].to_numpy(dtype=np.float64) for c in (*PRICE_COLUMNS, "volume")}
+    prices = np.stack([arrays[c] for c in PRICE_COLUMNS])
+    if not np.isfinite(prices).all() or (prices <= 0).any():
+        raise ValueError("candle prices must be finite and positive")
+    if not np.isfinite(arrays["volume"]).all() or (arrays["volume"] < 0).any():
+        raise ValueError("candle volumes must be finite and >= 0")
+    return arrays
+
+
+def _run_length(direction: np.ndarray) -> np.ndarray:
+    """Signed count of consecutive bars with the same non-zero direction, ending at t."""
+    n = direction.shape[0]
+    position = np.arange(n)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = direction[1:] != direction[:-1]
+    run_start = np.maximum.accumulate(np.where(starts, position, 0))
+    return direction * (position - run_start + 1)
+
+
+def _seconds_since_epoch(index: pd.DatetimeIndex) -> np.ndarray:
+    if index.tz is None:
+        index = index.tz_localize("UTC")
+    return index.as_unit("s").asi8
+
+
+def _aligned_reference_log_close(index: pd.DatetimeIndex, reference: pd.DataFrame,
+                                 fill_limit: int) -> np.ndarray:
+    """log close of the reference bar with the same open time as each of our bars; a missing
+    reference bar takes the last earlier one for at most `fill_limit` bars, else NaN."""
+    ref_close = reference["close"]
+    if not isinstance(ref_close.index, pd.DatetimeIndex):
+        raise TypeError("the reference must be indexed by a DatetimeIndex")
+    ref_close = ref_close[~ref_close.index.duplicated(keep="last")].sort_index()
+    if (index.tz is None) != (ref_close.index.tz is None):
+        raise ValueError("candles and reference must both be tz-aware (UTC) or both naive")
+    aligned = ref_close.reindex(index, method="ffill", limit=fill_limit) if fill_limit > 0 \
+        else ref_close.reindex(index)
+    return np.log(aligned.to_numpy(dtype=np.float64))
+
+
+def compute_features(candles: pd.DataFrame, reference: pd.DataFrame | None = None, *,
+                     reference_fill_limit: int = 0) -> pd.DataFrame:
+    """The feature table of one series.
+
+    candles: indexed by a sorted UTC DatetimeIndex, float columns open, high, low, close, volume.
+    reference: candles of the cross-asset reference (e.g. BTC, same timeframe), or None to use
+        the series itself (so BTC's cross-asset features are its own returns, a correlation of 1).
+        Only reference bars with open time <= t are used at t.
+    reference_fill_limit: how many bars a missing reference bar may be carried forward; beyond
+        that the cross-asset features are 0 (no information).
+    Returns one float32 column per name in FEATURE_NAMES, same index as the candles.
+    """
+    data = _validated_ohlcv(candles)
+    open_, high, low, close, volume = (data[c] for c in ("open", "high", "low", "close", "volume"))
+    n = close.shape[0]
+    f: dict[str, np.ndarray] = {}
+
+    log_close = np.log(close)
+    log_return = np.diff(log_close, prepend=np.nan)
+    average_true_range = ind.atr(high, low, close, ATR_WINDOW)
+
+    # ------------------------------------------------------------ volatility
+    f["feat_atr"] = average_true_range / close
+    realized = {w: ind.rolling_std(log_return, w) for w in (10, 20, 50)}
+    for window, vol in realized.items():
+        f[f"feat_realized_vol_{window}"] = vol
+    log_range_sq = np.log(high / low) ** 2
+    for window in (10, 20):
+        f[f"feat_parkinson_vol_{window}"] = np.sqrt(
+            ind.rolling_mean(log_range_sq, window) / (4.0 * np.log(2.0)))
+    f["feat_vol_ratio"] = ind.safe_divide(realized[10], realized[50], 1.0)
+
+    # ------------------------------------------------------------ momentum
+    for window in (7, 14, 21):
+        f[f"feat_rsi_{window}"] = ind.rsi(close, window)
+    for window in (1, 5, 10, 20):
+        f[f"feat_roc_{window}"] = ind.rate_of_change(close, window)
+    macd_line, macd_signal, macd_hist = ind.macd(close, 12, 26, 9)
+    f["feat_macd"] = macd_line / close
+    f["feat_macd_signal"] = macd_signal / close
+    f["feat_macd_hist"] = macd_hist / close
+    stoch_14 = ind.stochastic_k(high, low, close, 14)
+    f["feat_stoch_14"] = stoch_14
+    f["feat_stoch_21"] = ind.stochastic_k(high, low, close, 21)
+    f["feat_stoch_d_14"] = ind.rolling_mean(stoch_14, 3)
+    f["feat_cci_20"] = ind.commodity_channel_index(high, low, close, 20)
+    f["feat_mfi_14"] = ind.money_flow_index(high, low, close, volume, 14)
+
+    # ------------------------------------------------------------ trend
+    emas = {span: ind.ema(close, span) for span in EMA_SPANS}
+    for span, average in emas.items():
+        f[f"feat_ema_{span}"] = ind.safe_divide(close - average, average_true_range, 0.0)
+    for span, average in emas.items():
+        f[f"feat_dist_ema_{span}"] = close / average - 1.0
+    for span in (20, 50):
+        f[f"feat_ema_slope_{span}"] = ind.safe_divide(
+            emas[span] - ind.shift(emas[span], 5), 5.0 * average_true_range, 0.0)
+    adx, plus_di, minus_di = ind.adx(high, low, close, ATR_WINDOW)
+    f["feat_adx"] = adx
+    f["feat_adx_di"] = ind.safe_divide(plus_di - minus_di, plus_di + minus_di, 0.0)
+    f["feat_trend_score"] = (np.sign(close - emas[10]) + np.sign(emas[10] - emas[20])
+                             + np.sign(emas[20] - emas[50]) + np.sign(emas[50] - emas[100])) / 4.0
+    f["feat_bb_position_20"], f["feat_bb_width_20"] = ind.bollinger(close, 20, 2.0)
+
+    # ------------------------------------------------------------ volume
+    for window in (10, 20, 50):
+        f[f"feat_vol_ratio_{window}"] = ind.safe_divide(volume, ind.rolling_mean(volume, window), 0.0)
+    f["feat_vwap_dist"] = close / ind.volume_weighted_average_price(high, low, close, volume, 20) - 1.0
+    volume_20 = ind.rolling_sum(volume, 20)
+    f["feat_obv_slope"] = ind.safe_divide(
+        ind.rolling_sum(ind.on_balance_volume_flow(close, volume), 20), volume_20, 0.0)
+    f["feat_mfv_sum_20"] = ind.safe_divide(
+        ind.rolling_sum(ind.money_flow_volume(high, low, close, volume), 20), volume_20, 0.0)
+
+    # ------------------------------------------------------------ microstructure
+    bar_range = high - low
+    f["feat_close_position"] = ind.safe_divide(close - low, bar_range, 0.5)
+    f["feat_body_ratio"] = ind.safe_divide(np.abs(close - open_), bar_range, 0.0)
+    f["feat_upper_shadow"] = ind.safe_divide(high - np.maximum(open_, close), bar_range, 0.0)
+    f["feat_lower_shadow"] = ind.safe_divide(np.minimum(open_, close) - low, bar_range, 0.0)
+    direction = np.sign(close - open_)
+    f["feat_candle_dir"] = direction
+    f["feat_consecutive"] = _run_length(direction)
+    f["feat_gap"] = open_ / ind.shift(close, 1) - 1.0
+    for lag in (1, 2, 3):
+        f[f"feat_ret_lag_{lag}"] = ind.shift(log_return, lag)
+
+    # ------------------------------------------------------------ calendar
+    seconds = _seconds_since_epoch(candles.index)
+    day_fraction = (seconds % _SECONDS_PER_DAY) / _SECONDS_PER_DAY
+    week_fraction = ((seconds // _SECONDS_PER_DAY + _EPOCH_WEEKDAY) % 7 + day_fraction) / 7.0
+    f["feat_hour_sin"] = np.sin(2.0 * np.pi * day_fraction)
+    f["feat_hour_cos"] = np.cos(2.0 * np.pi * day_fraction)
+    f["feat_weekday_sin"] = np.sin(2.0 * np.pi * week_fraction)
+    f["feat_weekday_cos"] = np.cos(2.0 * np.pi * week_fraction)
+
+    # ------------------------------------------------------------ cross-asset
+    if reference is None:
+        ref_log_close = log_close
+    else:
+        ref_log_close = _aligned_reference_log_close(candles.index, reference, reference_fill_limit)
+    ref_return = np.diff(ref_log_close, prepend=np.nan)
+    started = np.arange(n) >= 1
+    f["feat_ref_ret_1"] = np.where(started, np.nan_to_num(ref_return), np.nan)
+    f["feat_ref_ret_5"] = np.where(np.arange(n) >= 5,
+                                   np.nan_to_num(ref_log_close - ind.shift(ref_log_close, 5)), np.nan)
+    correlation = (pd.Series(log_return, copy=False)
+                   .rolling(50, min_periods=50).corr(pd.Series(ref_return, copy=False)).to_numpy())
+    correlation = np.clip(np.nan_to_num(correlation, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    f["feat_ref_corr_50"] = np.where(np.arange(n) >= 50, correlation, np.nan)
+
+    table = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32, order="F")
+    for j, name in enumerate(FEATURE_NAMES):
+        table[:, j] = f.pop(name)
+    if f:
+        raise AssertionError(f"features computed but not declared in FEATURE_NAMES: {sorted(f)}")
+    return pd.DataFrame(table, index=candles.index, columns=list(FEATURE_NAMES), copy=False)

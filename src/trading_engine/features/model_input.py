@@ -1,0 +1,93 @@
+"""The model-input table of one series (the contract in docs/architecture.md).
+
+Columns: the `feat_*` features (float32, finite), the targets (float64, NaN on the last h rows),
+then the market columns the backtest needs: open, high, low, close, volume, funding_rate
+(float64; the rate settled at the bar's open time, 0 where none). Index: `timestamp` (UTC).
+Rows dropped: the first `warmup_bars` bars of the series, and the `warmup_bars` bars from each
+time gap on (a bar whose distance to the previous one exceeds the timeframe), since indicators
+computed across a gap mix two separate stretches of market.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from trading_engine.data.schema import PRICE_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+MARKET_COLUMNS = (*PRICE_COLUMNS, "volume", "funding_rate")
+
+
+def _as_utc_nanoseconds(index: pd.DatetimeIndex | pd.Series) -> np.ndarray:
+    times = pd.DatetimeIndex(index)
+    if times.tz is None:
+        times = times.tz_localize("UTC")
+    return times.tz_convert("UTC").as_unit("ns").asi8
+
+
+def align_funding(index: pd.DatetimeIndex, funding: pd.DataFrame | None,
+                  timeframe: pd.Timedelta) -> np.ndarray:
+    """Per bar of `index`, the funding rate settled during [open, open + timeframe) — for the
+    usual settlement on a bar boundary, the rate settled at that bar's open; several
+    settlements inside one (long) bar add up. 0 where none; settlements outside the bars are
+    ignored. `funding` has columns timestamp (settlement time) and funding_rate."""
+    rates = np.zeros(len(index))
+    if funding is None or len(funding) == 0:
+        return rates
+    bar_open = _as_utc_nanoseconds(index)
+    times = funding["timestamp"] if "timestamp" in funding.columns else funding.index
+    settled = _as_utc_nanoseconds(times)
+    bar = np.searchsorted(bar_open, settled, side="right") - 1
+    inside = (bar >= 0) & (settled - bar_open[np.clip(bar, 0, None)] < timeframe.value)
+    np.add.at(rates, bar[inside], funding["funding_rate"].to_numpy(dtype=np.float64)[inside])
+    return rates
+
+
+def rows_after_warmup(index: pd.DatetimeIndex, warmup_bars: int,
+                      timeframe: pd.Timedelta) -> np.ndarray:
+    """Boolean mask of the rows that keep `warmup_bars` contiguous bars behind them: False for
+    the first `warmup_bars` rows and for `warmup_bars` rows from each gap on."""
+    n = len(index)
+    keep = np.arange(n) >= warmup_bars
+    if n > 1:
+        is_gap = np.zeros(n, dtype=np.int64)
+        is_gap[1:] = np.diff(_as_utc_nanoseconds(index)) > timeframe.value
+        gaps_so_far = np.cumsum(is_gap)
+        gaps_before_window = np.zeros(n, dtype=np.int64)
+        if warmup_bars < n:
+            gaps_before_window[warmup_bars:] = gaps_so_far[: n - warmup_bars]
+        keep &= gaps_so_far == gaps_before_window
+    return keep
+
+
+def build_model_input(candles: pd.DataFrame, feature_table: pd.DataFrame,
+                      funding: pd.DataFrame | None, *, warmup_bars: int,
+                      timeframe: pd.Timedelta) -> pd.DataFrame:
+    """Join features + targets (`feature_table`, indexed like `candles`) with the market
+    columns, align funding, drop warm-up rows; raise if a feature is not finite afterwards."""
+    if not feature_table.index.equals(candles.index):
+        raise ValueError("the feature table and the candles must share one index")
+    market = candles[list(PRICE_COLUMNS) + ["volume"]].astype(np.float64)
+    market["funding_rate"] = align_funding(candles.index, funding, timeframe)
+    table = pd.concat([feature_table, market], axis=1)
+    keep = rows_after_warmup(candles.index, warmup_bars, timeframe)
+    dropped_after_gaps = int((~keep[warmup_bars:]).sum())
+    if dropped_after_gaps:
+        logger.warning("dropped %d rows that follow time gaps by less than %d bars",
+                       dropped_after_gaps, warmup_bars)
+    table = table[keep]
+    table.index.name = "timestamp"
+    features = table.filter(like="feat_", axis=1)
+    bad = features.columns[~np.isfinite(features.to_numpy()).all(axis=0)]
+    if len(bad):
+        raise ValueError(f"non-finite feature values after the warm-up in {list(bad)}")
+    for column in table.columns[table.columns.str.startswith("target_")]:
+        horizon = int(column.rsplit("_", 1)[1])
+        if table[column].iloc[: max(len(table) - horizon, 0)].isna().any():
+            raise ValueError(f"{column} is NaN before the last {horizon} rows: warmup_bars "
+                             f"({warmup_bars}) is shorter than the targets' volatility window")
+    return table

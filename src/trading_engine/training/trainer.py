@@ -1,0 +1,399 @@
+"""Walk-forward training: one model per fold, pooled over every series of one timeframe, early-stopped
+on the Sharpe ratio of trading its validation predictions with the project's one trading rule and
+cost model (`trading_engine.backtest`).
+
+    result = train_walk_forward(model_input, TrainingConfig.from_params(params["training"]),
+                                TradingRule.from_params(...), CostModel.from_params(...))
+    result.predictions        # validation, test and holdout predictions of every fold
+    result.training_log       # one row per fold and epoch
+    result.checkpoints()      # {"fold_0": checkpoint, ...} for TorchCheckpointDataset
+    result.summary()          # best epochs, validation Sharpes, fold layout, config
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from trading_engine.backtest.costs import CostModel
+from trading_engine.backtest.metrics import sharpe_daily_annualised
+from trading_engine.backtest.portfolio import portfolio_returns, strategy_returns
+from trading_engine.backtest.rules import TradingRule
+from trading_engine.data.schema import parse_series_key
+from trading_engine.models import IGNORE_CLASS, MODELS, LossWeights, ModelOutput, build_model, multitask_loss
+from trading_engine.training.fold_model import FoldModel, autocast, prediction_frame
+from trading_engine.training.scaling import RobustScaler, robust_scale
+from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, Segment, make_fold_layout
+from trading_engine.training.windows import PooledSeries, gather_windows, target_horizons, window_offsets
+
+logger = logging.getLogger(__name__)
+
+LOG_COLUMNS = ("fold", "epoch", "train_loss", "validation_loss", "validation_accuracy",
+               "validation_sharpe", "learning_rate", "seconds")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    model: str = "transformer"  # a key of trading_engine.models.MODELS
+    model_params: dict[str, Any] = field(default_factory=dict)  # fields of that model's config
+    timeframe: str | None = None  # train on the series of this timeframe; None: the only one present
+    horizon: int = 15  # bars: the targets target_dir_{horizon} / target_ret_{horizon}
+    seq_len: int = 32
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    max_epochs: int = 10
+    patience: int = 3  # epochs without a better validation Sharpe before stopping
+    max_samples_per_epoch: int | None = None  # a random subset of the training windows each epoch
+    gradient_clip_norm: float | None = 1.0
+    scaler_clip: float = 5.0
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    folds: FoldSettings = field(default_factory=FoldSettings)
+    device: str = "auto"  # auto: CUDA, then MPS, then CPU
+    seed: int = 42
+    progress: bool = True  # tqdm bars per fold (epochs) and epoch (batches)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        for name in ("horizon", "seq_len", "batch_size", "max_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainingConfig:
+        """From `params:training`: the fields above, with `loss_weights` and `folds` as mappings and
+        the chosen model's hyper-parameters under its name (e.g. `transformer: {d_model: 32}`);
+        the other models' sections are ignored."""
+        params = dict(params)
+        model = params.get("model", cls.model)
+        model_sections = {name: params.pop(name) for name in list(params) if name in MODELS}
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown training parameters {sorted(unknown)}; "
+                             f"known: {sorted(set(cls.__dataclass_fields__) | set(MODELS))}")
+        if "model_params" not in params:
+            params["model_params"] = dict(model_sections.get(model) or {})
+        params["loss_weights"] = LossWeights(**dict(params.get("loss_weights") or {}))
+        params["folds"] = FoldSettings.from_params(params.get("folds"))
+        for name in ("learning_rate", "weight_decay", "scaler_clip"):  # YAML reads 1e-4 as a string
+            if name in params:
+                params[name] = float(params[name])
+        return cls(**params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def series_of_timeframe(keys: Iterable[str], timeframe: str | None) -> list[str]:
+    """The series keys of `timeframe`; with None, all keys, which must share one timeframe."""
+    by_timeframe: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        by_timeframe.setdefault(parse_series_key(key)[1], []).append(key)
+    if timeframe is None:
+        if len(by_timeframe) != 1:
+            raise ValueError(f"model input holds several timeframes {sorted(by_timeframe)}: set training.timeframe")
+        return next(iter(by_timeframe.values()))
+    if timeframe not in by_timeframe:
+        raise ValueError(f"no series of timeframe {timeframe!r} in the model input; have {sorted(by_timeframe)}")
+    return by_timeframe[timeframe]
+
+
+def trading_sharpe(
+    predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame], rule: TradingRule, costs: CostModel
+) -> float:
+    """Daily annualised Sharpe of the equal-weight portfolio that trades `predictions` with the
+    shared rule and costs: the early-stopping criterion, computed exactly as the evaluation does."""
+    return sharpe_daily_annualised(portfolio_returns(strategy_returns(predictions, market, rule, costs)))
+
+
+class EarlyStopping:
+    """Keeps a copy of the weights of the best-scoring epoch; stops after `patience` epochs
+    without a strictly better score (NaN never counts as better)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_score = -np.inf
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epochs_without_improvement = 0
+
+    def update(self, score: float, epoch: int, model: torch.nn.Module) -> bool:
+        """Record an epoch's score; True when it is the best so far."""
+        if self.best_state is None or score > self.best_score:
+            self.best_score, self.best_epoch = float(score), epoch
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.epochs_without_improvement = 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.epochs_without_improvement >= max(self.patience, 1)
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    model: FoldModel
+    best_epoch: int
+    validation_sharpe: float  # of the best epoch
+    epochs_run: int
+    train_windows: int
+    seconds: float
+    log: pd.DataFrame  # LOG_COLUMNS, one row per epoch
+    predictions: pd.DataFrame  # validation, test (and holdout) rows
+
+    def summary(self) -> dict[str, Any]:
+        return {"fold": self.fold.index, "best_epoch": self.best_epoch,
+                "validation_sharpe": self.validation_sharpe, "epochs_run": self.epochs_run,
+                "train_windows": self.train_windows, "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class WalkForwardResult:
+    config: TrainingConfig
+    layout: FoldLayout
+    series: list[str]
+    feature_names: list[str]
+    device: str
+    folds: list[FoldResult]
+
+    @property
+    def validation_sharpes(self) -> list[float]:
+        return [fold.validation_sharpe for fold in self.folds]
+
+    @property
+    def mean_validation_sharpe(self) -> float:
+        return float(np.mean(self.validation_sharpes)) if self.folds else float("nan")
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        return pd.concat([fold.predictions for fold in self.folds], ignore_index=True)
+
+    @property
+    def training_log(self) -> pd.DataFrame:
+        return pd.concat([fold.log for fold in self.folds], ignore_index=True)
+
+    def checkpoints(self) -> dict[str, dict[str, Any]]:
+        """{"fold_<k>": checkpoint} for the `fold_models` dataset."""
+        return {f"fold_{fold.fold.index}": fold.model.to_checkpoint(
+                    training_config=self.config.to_dict(), fold_layout=fold.fold.to_dict(),
+                    purge_bars=self.layout.purge_bars)
+                for fold in self.folds}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.config.model,
+            "mean_validation_sharpe": self.mean_validation_sharpe,
+            "folds": [fold.summary() for fold in self.folds],
+            "fold_layout": self.layout.to_dict(),
+            "series": self.series,
+            "feature_names": self.feature_names,
+            "device": self.device,
+            "config": self.config.to_dict(),
+        }
+
+
+def longest_horizon(frames: Mapping[str, pd.DataFrame], default: int) -> int:
+    horizons = [h for frame in frames.values() for h in target_horizons(frame)]
+    return max([default, *horizons])
+
+
+def make_walk_forward_layout(model_input: Mapping[str, pd.DataFrame], config: TrainingConfig) -> FoldLayout:
+    """The folds and holdout `train_walk_forward` uses for this model input and config."""
+    frames = {key: model_input[key] for key in series_of_timeframe(model_input, config.timeframe)}
+    pooled_axis = pd.DatetimeIndex(sorted(set().union(*(pd.DatetimeIndex(f.index) for f in frames.values()))))
+    purge_bars = longest_horizon(frames, config.horizon) + config.seq_len
+    return make_fold_layout(pooled_axis, config.folds, purge_bars)
+
+
+def train_walk_forward(
+    model_input: Mapping[str, pd.DataFrame],
+    config: TrainingConfig,
+    trading_rule: TradingRule,
+    costs: CostModel,
+    on_fold_end: Callable[[int, float], None] | None = None,
+    folds: list[Fold] | None = None,
+    predict_holdout: bool = True,
+) -> WalkForwardResult:
+    """Train one pooled model per fold on the series of `config.timeframe`.
+
+    model_input: series key -> model-input frame (docs/architecture.md); the market columns are
+        also what the validation trades.
+    on_fold_end(fold_index, validation_sharpe): called after each fold (e.g. Optuna's report and
+        prune); an exception it raises stops the run.
+    folds: a subset of `make_walk_forward_layout(model_input, config).folds` (default: all).
+    predict_holdout: predict the holdout with the last fold's model (only when that fold is run).
+        Tuning passes False: nothing but the evaluation reads the holdout.
+    """
+    keys = series_of_timeframe(model_input, config.timeframe)
+    frames = {key: model_input[key] for key in keys}
+    pooled = PooledSeries.from_frames(frames, config.horizon)
+    layout = make_walk_forward_layout(frames, config)
+    device = resolve_device(config.device)
+    logger.info("training %s on %d series (%d rows, %d features) on %s; %d folds, purge %d bars",
+                config.model, len(keys), len(pooled.timestamps), pooled.n_features, device,
+                len(layout.folds), layout.purge_bars)
+    last_fold = layout.folds[-1].index
+    results = []
+    for fold in layout.folds if folds is None else folds:
+        holdout = layout.holdout if predict_holdout and fold.index == last_fold else None
+        result = train_fold(pooled, frames, fold, config, trading_rule, costs, device, holdout)
+        logger.info("fold %d: best epoch %d of %d, validation Sharpe %.2f, %d training windows, %.1f s",
+                    fold.index, result.best_epoch, result.epochs_run, result.validation_sharpe,
+                    result.train_windows, result.seconds)
+        results.append(result)
+        if on_fold_end is not None:
+            on_fold_end(fold.index, result.validation_sharpe)
+    return WalkForwardResult(config, layout, keys, pooled.feature_names, str(device), results)
+
+
+@dataclass(frozen=True)
+class FoldRows:
+    """Rows of the pooled table (positions) that a fold uses; windows are named by their end row."""
+
+    scaler: np.ndarray  # every bar of the train segment: the scaler is fitted on these only
+    train: np.ndarray  # training windows: full window, known target, label ends before the validation
+    validation: np.ndarray  # every validation bar with a full window (early stopping trades all of them)
+    test: np.ndarray  # every test bar with a full window
+
+
+def fold_rows(pooled: PooledSeries, fold: Fold, seq_len: int) -> FoldRows:
+    full_window = pooled.window_end_rows(seq_len)
+    in_train = fold.train.contains(pooled.timestamps)
+    # The purge already keeps labels out of the validation; this also holds where a series has gaps.
+    label_ends_in_time = pooled.label_end < fold.validation.start.as_unit("ns").value
+    rows = FoldRows(
+        scaler=np.flatnonzero(in_train),
+        train=np.flatnonzero(in_train & full_window & (pooled.target_class != IGNORE_CLASS) & label_ends_in_time),
+        validation=np.flatnonzero(fold.validation.contains(pooled.timestamps) & full_window),
+        test=np.flatnonzero(fold.test.contains(pooled.timestamps) & full_window),
+    )
+    if len(rows.train) == 0 or len(rows.validation) == 0:
+        raise ValueError(f"fold {fold.index} has {len(rows.train)} training and {len(rows.validation)} "
+                         "validation windows")
+    return rows
+
+
+def fit_scaling(pooled: PooledSeries, rows: FoldRows, clip: float) -> tuple[RobustScaler, float]:
+    """The feature scaler and the return scale of the regression target, from training rows only."""
+    scaler = RobustScaler.fit(pooled.features[rows.scaler], clip)
+    return_scale = float(robust_scale(pooled.target_return[rows.train, None])[0])
+    return scaler, return_scale
+
+
+def train_fold(
+    pooled: PooledSeries,
+    market: Mapping[str, pd.DataFrame],
+    fold: Fold,
+    config: TrainingConfig,
+    trading_rule: TradingRule,
+    costs: CostModel,
+    device: torch.device,
+    holdout: Segment | None = None,
+) -> FoldResult:
+    """Fit one fold: scaler on its training rows, model early-stopped on its validation Sharpe;
+    predict its validation and test rows (and the holdout, when given) with the best weights."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed + fold.index)
+    sampler = torch.Generator().manual_seed(config.seed + fold.index)
+    rows = fold_rows(pooled, fold, config.seq_len)
+    train_rows, validation_rows = rows.train, rows.validation
+    known = pooled.target_class != IGNORE_CLASS
+    scaler, return_scale = fit_scaling(pooled, rows, config.scaler_clip)
+    scaled = scaler.transform(torch.from_numpy(pooled.features).to(device))  # (N, F) on the device
+    target_class = torch.from_numpy(pooled.target_class).to(device)
+    target_return = torch.from_numpy(pooled.target_return).to(device) / return_scale
+
+    model = build_model(config.model, pooled.n_features, config.seq_len, config.model_params).to(device)
+    fold_model = FoldModel(model, config.model, scaler, return_scale, pooled.feature_names, config.seq_len,
+                           fold.index)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    stopper = EarlyStopping(config.patience)
+    train_rows_device = torch.from_numpy(train_rows).to(device)
+    validation_rows_device = torch.from_numpy(validation_rows).to(device)
+    validation_known = torch.from_numpy(known[validation_rows]).to(device)
+    offsets = window_offsets(config.seq_len, device)
+
+    log = []
+    epochs = tqdm(range(1, config.max_epochs + 1), desc=f"fold {fold.index}", unit="epoch",
+                  disable=not config.progress)
+    for epoch in epochs:
+        epoch_started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_rows), generator=sampler)[: config.max_samples_per_epoch]
+        batches = train_rows_device[order.to(device)].split(config.batch_size)
+        loss_sum = torch.zeros((), device=device)
+        for end_rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False,
+                             disable=not config.progress):
+            with autocast(device):
+                output = model(gather_windows(scaled, end_rows, offsets))  # (B, L, F) -> heads
+            loss = multitask_loss(output, target_class[end_rows], target_return[end_rows], config.loss_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            if config.gradient_clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_norm)
+            optimizer.step()
+            loss_sum += loss.total.detach() * len(end_rows)
+        train_loss = float(loss_sum) / len(order)
+
+        output = fold_model.infer(scaled, validation_rows_device)
+        labelled = ModelOutput(*(t[validation_known] for t in output))
+        labels = target_class[validation_rows_device][validation_known]
+        validation_loss = float(multitask_loss(labelled, labels, target_return[validation_rows_device][validation_known],
+                                               config.loss_weights).total)
+        validation_accuracy = float((labelled.logits.argmax(dim=-1) == labels).float().mean())
+        sharpe = trading_sharpe(prediction_frame(pooled, validation_rows, output, return_scale, fold.index,
+                                                 "validation"), market, trading_rule, costs)
+        stopper.update(sharpe, epoch, model)
+        log.append({"fold": fold.index, "epoch": epoch, "train_loss": train_loss,
+                    "validation_loss": validation_loss, "validation_accuracy": validation_accuracy,
+                    "validation_sharpe": sharpe, "learning_rate": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - epoch_started})
+        epochs.set_postfix(loss=f"{train_loss:.4f}", val_sharpe=f"{sharpe:.2f}", best=stopper.best_epoch)
+        if stopper.should_stop:
+            break
+    epochs.close()
+    stopper.restore(model)
+
+    segments = {"validation": validation_rows, "test": rows.test}
+    if holdout is not None:
+        segments["holdout"] = np.flatnonzero(holdout.contains(pooled.timestamps)
+                                             & pooled.window_end_rows(config.seq_len))
+    predictions = []
+    for name, end_rows in segments.items():
+        output = fold_model.infer(scaled, torch.from_numpy(end_rows).to(device))
+        predictions.append(prediction_frame(pooled, end_rows, output, return_scale, fold.index, name))
+    return FoldResult(fold, fold_model, stopper.best_epoch, stopper.best_score, len(log), len(train_rows),
+                      time.perf_counter() - started, pd.DataFrame(log, columns=list(LOG_COLUMNS)),
+                      pd.concat(predictions, ignore_index=True))
