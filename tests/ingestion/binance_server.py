@@ -10,7 +10,7 @@ the server's clock (`now_ms`) are served, and the last one is still forming when
 of the current window the server answers 429 with `Retry-After`, as Binance does.
 
 Faults: `server.inject(Fault(...))` queues a fault for the next request whose path contains
-`Fault.path`; kinds are listed in `FAULT_KINDS`.
+`Fault.path` (after `Fault.after` such requests went through); kinds are listed in `FAULT_KINDS`.
 
 Run as a script (for the benchmark) to serve random-walk candles in a process of its own:
 `python tests/ingestion/binance_server.py --candles 2500000 --timeframe 1m`; it prints its URL on
@@ -58,6 +58,7 @@ class Fault:
     body: str = "Internal Server Error"
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    after: int = 0  # let this many matching requests through first
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -77,17 +78,23 @@ class _Series:
 
     def __init__(self, candles: pd.DataFrame, interval_ms: int) -> None:
         self.open_ms = _to_ms(candles["timestamp"])
-        self.columns = [candles[c].to_numpy("float64") for c in ("open", "high", "low", "close", "volume")]
+        self.columns = [
+            candles[c].to_numpy("float64") for c in ("open", "high", "low", "close", "volume")
+        ]
         self.interval_ms = interval_ms
 
     def rows_json(self, first: int, last: int) -> str:
         o, h, l, c, v = (column[first:last].tolist() for column in self.columns)  # noqa: E741
         times = self.open_ms[first:last].tolist()
         step = self.interval_ms - 1
-        return "[" + ",".join(
-            f'[{t},"{a!r}","{b!r}","{d!r}","{e!r}","{f!r}",{t + step},"{e * f!r}",100,"{f / 2!r}","0","0"]'
-            for t, a, b, d, e, f in zip(times, o, h, l, c, v, strict=True)
-        ) + "]"
+        return (
+            "["
+            + ",".join(
+                f'[{t},"{a!r}","{b!r}","{d!r}","{e!r}","{f!r}",{t + step},"{e * f!r}",100,"{f / 2!r}","0","0"]'
+                for t, a, b, d, e, f in zip(times, o, h, l, c, v, strict=True)
+            )
+            + "]"
+        )
 
 
 class BinanceFuturesServer:
@@ -121,6 +128,7 @@ class BinanceFuturesServer:
         self.weight_window_s = weight_window_s
         self.latency_s = latency_s
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), path) of each request
         self.weight_by_window: Counter[int] = Counter()
         self.rejected_for_weight = 0
         self._faults: deque[Fault] = deque()
@@ -139,7 +147,7 @@ class BinanceFuturesServer:
         handler = type("Handler", (_Handler,), {"exchange": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 
@@ -169,9 +177,14 @@ class BinanceFuturesServer:
         with self._lock:
             return sum(path_part in path for path, _ in self.requests)
 
+    def request_times(self, path_part: str) -> list[float]:
+        with self._lock:
+            return [moment for moment, path in self.arrivals if path_part in path]
+
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.arrivals.clear()
 
     # ---------------------------------------------------------------- request handling
 
@@ -179,6 +192,9 @@ class BinanceFuturesServer:
         with self._lock:
             for index, fault in enumerate(self._faults):
                 if fault.path in path:
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     del self._faults[index]
                     return fault
         return None
@@ -215,18 +231,40 @@ class BinanceFuturesServer:
     def _exchange_info(self) -> dict:
         symbols = [
             {
-                "symbol": market, "pair": market, "contractType": "PERPETUAL", "status": "TRADING",
-                "baseAsset": market.removesuffix("USDT"), "quoteAsset": "USDT", "marginAsset": "USDT",
-                "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
-                "onboardDate": 1569398400000, "deliveryDate": 4133404800000, "filters": [],
-                "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC"],
+                "symbol": market,
+                "pair": market,
+                "contractType": "PERPETUAL",
+                "status": "TRADING",
+                "baseAsset": market.removesuffix("USDT"),
+                "quoteAsset": "USDT",
+                "marginAsset": "USDT",
+                "pricePrecision": 2,
+                "quantityPrecision": 3,
+                "baseAssetPrecision": 8,
+                "quotePrecision": 8,
+                "onboardDate": 1569398400000,
+                "deliveryDate": 4133404800000,
+                "filters": [],
+                "orderTypes": ["LIMIT", "MARKET"],
+                "timeInForce": ["GTC"],
             }
             for market in self.markets
         ]
         return {
-            "timezone": "UTC", "serverTime": self.now_ms, "futuresType": "U_MARGINED",
-            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
-            "exchangeFilters": [], "assets": [], "symbols": symbols,
+            "timezone": "UTC",
+            "serverTime": self.now_ms,
+            "futuresType": "U_MARGINED",
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": 2400,
+                }
+            ],
+            "exchangeFilters": [],
+            "assets": [],
+            "symbols": symbols,
         }
 
     @staticmethod
@@ -285,7 +323,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
-    def _send(self, status: int, body: str, content_type: str = "application/json", headers=()) -> None:
+    def _send(
+        self, status: int, body: str, content_type: str = "application/json", headers=()
+    ) -> None:
         payload = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -302,12 +342,15 @@ class _Handler(BaseHTTPRequestHandler):
         path = parsed.path
         with server._lock:
             server.requests.append((path, query))
+            server.arrivals.append((time.monotonic(), path))
         if server.latency_s:
             time.sleep(server.latency_s)
         used, retry_after = server._charge(server.weight(path, query))
         weight_header = {"X-MBX-USED-WEIGHT-1M": str(used)}
         if retry_after is not None:
-            body = json.dumps({"code": -1003, "msg": "Too many requests; current limit is exceeded."})
+            body = json.dumps(
+                {"code": -1003, "msg": "Too many requests; current limit is exceeded."}
+            )
             headers = {**weight_header, "Retry-After": str(max(1, math.ceil(retry_after)))}
             return self._send(429, body, headers=headers)
         fault = server._take_fault(path)
@@ -319,7 +362,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault.seconds)
         if fault is not None and fault.kind == "status":
             content_type = "application/json" if fault.body.startswith("{") else "text/plain"
-            return self._send(fault.status, fault.body, content_type, {**weight_header, **fault.headers})
+            return self._send(
+                fault.status, fault.body, content_type, {**weight_header, **fault.headers}
+            )
         if fault is not None and fault.kind == "malformed_json":
             return self._send(200, '[[1577836800000,"7172.1","71', headers=weight_header)
         if fault is not None and fault.kind == "html":
@@ -345,17 +390,26 @@ def _duplicated(server: BinanceFuturesServer, query: dict[str, str], body: str) 
     return json.dumps(earlier + doubled)
 
 
-def random_walk_candles(count: int, timeframe: str, start: str = "2020-01-01", seed: int = 1) -> pd.DataFrame:
+def random_walk_candles(
+    count: int, timeframe: str, start: str = "2020-01-01", seed: int = 1
+) -> pd.DataFrame:
     """Cheap consistent candles (a random walk in prices with two decimals) for load tests."""
     rng = np.random.default_rng(seed)
     close = np.round(10_000.0 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, count))), 2)
     open_ = np.concatenate([[10_000.0], close[:-1]])
     spread = np.round(np.abs(rng.normal(0.0, 5.0, (2, count))), 2)
-    times = pd.date_range(start, periods=count, freq=pd.Timedelta(milliseconds=INTERVALS_MS[timeframe]), tz="UTC")
+    times = pd.date_range(
+        start, periods=count, freq=pd.Timedelta(milliseconds=INTERVALS_MS[timeframe]), tz="UTC"
+    )
     return pd.DataFrame(
-        {"timestamp": times, "open": open_, "high": np.maximum(open_, close) + spread[0],
-         "low": np.minimum(open_, close) - spread[1], "close": close,
-         "volume": np.round(rng.lognormal(3.0, 1.0, count), 3)}
+        {
+            "timestamp": times,
+            "open": open_,
+            "high": np.maximum(open_, close) + spread[0],
+            "low": np.minimum(open_, close) - spread[1],
+            "close": close,
+            "volume": np.round(rng.lognormal(3.0, 1.0, count), 3),
+        }
     )
 
 
@@ -366,15 +420,28 @@ def market_id(symbol: str) -> str:
 
 def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candles", type=int, default=100_000)
+    parser.add_argument("--candles", type=int, default=100_000, help="candles per symbol")
     parser.add_argument("--timeframe", default="1m")
-    parser.add_argument("--symbol", default="BTCUSDT")
+    parser.add_argument("--symbols", default="BTCUSDT", help="comma-separated market ids")
     parser.add_argument("--weight-limit", type=int, default=None)
+    parser.add_argument("--weight-window", type=float, default=60.0)
     args = parser.parse_args(list(argv) if argv is not None else None)
-    candles = {(args.symbol, args.timeframe): random_walk_candles(args.candles, args.timeframe)}
-    with BinanceFuturesServer(candles, weight_limit=args.weight_limit) as server:
+    candles = {
+        (symbol, args.timeframe): random_walk_candles(args.candles, args.timeframe, seed=seed)
+        for seed, symbol in enumerate(args.symbols.split(","))
+    }
+    with BinanceFuturesServer(
+        candles, weight_limit=args.weight_limit, weight_window_s=args.weight_window
+    ) as server:
         print(server.url, flush=True)
         sys.stdin.read()  # serve until the parent closes our standard input
+        arrivals = server.request_times("klines")
+        print(json.dumps({
+            "klines_requests": len(arrivals),
+            "klines_seconds": arrivals[-1] - arrivals[0] if arrivals else 0.0,
+            "rejected_for_weight": server.rejected_for_weight,
+            "max_window_weight": max(server.weight_by_window.values(), default=0),
+        }), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from trading_engine.training import (
     EarlyStopping,
     FoldModel,
     TrainingConfig,
-    train_walk_forward,
+    make_walk_forward_layout,
     trading_sharpe,
+    train_walk_forward,
 )
 from trading_engine.training.checkpoint import TorchCheckpointDataset
 
@@ -180,14 +181,12 @@ def test_on_fold_end_sees_each_fold_and_can_stop_the_run(planted_model_input):
         raise Pruned
 
     with pytest.raises(Pruned):
-        train(planted_model_input, max_epochs=1, on_fold_end=None) if False else train_walk_forward(
-            planted_model_input, tiny_config(max_epochs=1), RULE, COSTS, on_fold_end=prune_after_first_fold)
+        train_walk_forward(planted_model_input, tiny_config(max_epochs=1), RULE, COSTS,
+                           on_fold_end=prune_after_first_fold)
     assert len(seen) == 1 and seen[0][0] == 0 and np.isfinite(seen[0][1])
 
 
 def test_a_subset_of_folds_without_holdout_for_tuning(planted_model_input):
-    from trading_engine.training import make_walk_forward_layout
-
     config = tiny_config(max_epochs=1)
     last = make_walk_forward_layout(planted_model_input, config).folds[-1:]
     result = train_walk_forward(planted_model_input, config, RULE, COSTS, folds=last, predict_holdout=False)

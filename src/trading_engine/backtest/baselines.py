@@ -80,31 +80,35 @@ def random_positions(profile: TurnoverProfile, segment_starts: np.ndarray, rng: 
     return STATES[draws[latest]] * profile.size
 
 
-@dataclass
+@dataclass(frozen=True)
 class LogisticBaseline:
     """P(up over the horizon) from a logistic regression on robust-scaled features."""
 
+    feature_names: tuple[str, ...]
     scaler: RobustScaler
     model: LogisticRegression | None  # None when the training rows have one class only
     constant: float
 
     @classmethod
-    def fit(cls, features: np.ndarray, went_up: np.ndarray, regularisation: float = 1.0,
+    def fit(cls, features: pd.DataFrame, went_up: np.ndarray, regularisation: float = 1.0,
             max_iterations: int = 200) -> LogisticBaseline:
         """Fit the scaler and the regression on training rows only."""
         went_up = np.asarray(went_up, dtype=np.int64)
-        scaler = RobustScaler.fit(features)
+        values = features.to_numpy(dtype=np.float32)
+        scaler = RobustScaler.fit(values)
+        names = tuple(str(c) for c in features.columns)
         if np.unique(went_up).shape[0] < 2:
-            return cls(scaler, None, float(went_up[0]) if went_up.size else 0.5)
+            return cls(names, scaler, None, float(went_up[0]) if went_up.size else 0.5)
         model = LogisticRegression(C=regularisation, max_iter=max_iterations)
-        model.fit(cls._scaled(scaler, features), went_up)
-        return cls(scaler, model, float(went_up.mean()))
+        model.fit(cls._scaled(scaler, values), went_up)
+        return cls(names, scaler, model, float(went_up.mean()))
 
     @staticmethod
     def _scaled(scaler: RobustScaler, features: np.ndarray) -> np.ndarray:
         return scaler.transform(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))).numpy()
 
     def probability_up(self, features: np.ndarray) -> np.ndarray:
+        """P(up) for rows of features in the order of `feature_names`."""
         if self.model is None or features.shape[0] == 0:
             return np.full(features.shape[0], self.constant)
         return self.model.predict_proba(self._scaled(self.scaler, features))[:, 1]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trading_engine.backtest.portfolio import portfolio_returns
+from trading_engine.data.schema import parse_series_key, timeframe_to_timedelta
 
 DAYS_PER_YEAR = 365  # crypto trades every day
 DAY = pd.Timedelta(days=1)
@@ -69,17 +70,22 @@ def sortino_daily_annualised(returns: pd.Series) -> float:
     return sortino_ratio(daily_returns(returns).to_numpy(), DAYS_PER_YEAR)
 
 
-def periods_per_year(index: pd.DatetimeIndex) -> float:
-    """How many bars of the index's typical spacing (the median gap) fit in 365 days."""
-    return DAYS_PER_YEAR * DAY / bar_length(index)
-
-
 def bar_length(index: pd.DatetimeIndex | pd.Series) -> pd.Timedelta:
-    """The median spacing of the sorted, distinct timestamps (1 day when there are fewer than two)."""
-    values = np.unique(pd.DatetimeIndex(index).as_unit("ns").asi8)
-    if values.shape[0] < 2:
-        return DAY
-    return pd.Timedelta(int(np.median(np.diff(values))), unit="ns")
+    """The median positive spacing of consecutive timestamps (1 day when there is none)."""
+    values = pd.DatetimeIndex(index).as_unit("ns").asi8
+    steps = np.diff(values)
+    steps = steps[steps > 0]
+    return pd.Timedelta(int(np.median(steps)), unit="ns") if steps.size else DAY
+
+
+def series_bar_length(series: str) -> pd.Timedelta:
+    """The bar length of a series, from the timeframe in its key (BTC_USDT_5m -> 5 minutes)."""
+    return timeframe_to_timedelta(parse_series_key(series)[1])
+
+
+def periods_per_year(bar: pd.Timedelta) -> float:
+    """How many bars of this length fit in 365 days."""
+    return DAYS_PER_YEAR * DAY / bar
 
 
 def equity_curve(returns: np.ndarray | pd.Series) -> np.ndarray:
@@ -102,12 +108,13 @@ def max_drawdown(returns: np.ndarray | pd.Series) -> float:
     return float(min(drawdowns(values).min(), 0.0))
 
 
-def max_drawdown_duration(returns: pd.Series) -> pd.Timedelta:
+def max_drawdown_duration(returns: pd.Series, bar: pd.Timedelta | None = None) -> pd.Timedelta:
     """The longest time from an equity peak to the bar that first regains it (or to the last
-    bar, for a drawdown not yet recovered). Peaks are measured at bar ends."""
+    bar, for a drawdown not yet recovered). Peaks are measured at bar ends; `bar` is the bar
+    length (default: the median spacing of the index)."""
     if returns.empty:
         return pd.Timedelta(0)
-    length = bar_length(returns.index)
+    length = bar if bar is not None else bar_length(returns.index)
     # Time at the end of each bar; position 0 is the start (equity 1, a peak).
     ends = np.concatenate([[pd.DatetimeIndex(returns.index[:1]).as_unit("ns").asi8[0]],
                            pd.DatetimeIndex(returns.index).as_unit("ns").asi8 + length.value])
@@ -119,19 +126,19 @@ def max_drawdown_duration(returns: pd.Series) -> pd.Timedelta:
     return pd.Timedelta(int(spell.max()), unit="ns")
 
 
-def elapsed_time(index: pd.DatetimeIndex) -> pd.Timedelta:
+def elapsed_time(index: pd.DatetimeIndex, bar: pd.Timedelta | None = None) -> pd.Timedelta:
     """From the first bar's open to the last bar's end."""
     if len(index) == 0:
         return pd.Timedelta(0)
-    return index.max() - index.min() + bar_length(index)
+    return index.max() - index.min() + (bar if bar is not None else bar_length(index))
 
 
-def cagr(returns: pd.Series) -> float:
+def cagr(returns: pd.Series, bar: pd.Timedelta | None = None) -> float:
     """Compound annual growth rate: final equity ** (365 days / elapsed time) - 1."""
     if returns.empty:
         return 0.0
     final = float(equity_curve(returns)[-1])
-    years = elapsed_time(pd.DatetimeIndex(returns.index)) / (DAYS_PER_YEAR * DAY)
+    years = elapsed_time(pd.DatetimeIndex(returns.index), bar) / (DAYS_PER_YEAR * DAY)
     if final <= 0:
         return -1.0
     return float(final ** (1.0 / years) - 1.0)
@@ -171,8 +178,8 @@ def trade_table(bars: pd.DataFrame) -> pd.DataFrame:
                + np.bincount(previous_trade[after_trade], carried[after_trade], minlength=n_trades))
     first = np.flatnonzero(starts)
     return pd.DataFrame({
-        "series": bars["series"].to_numpy()[first],
-        "entry": bars["timestamp"].to_numpy()[first],
+        "series": bars["series"].iloc[first].to_numpy(),
+        "entry": bars["timestamp"].array[first],
         "bars": np.bincount(trade[in_trade], minlength=n_trades),
         "direction": sign[first],
         "return": returns[:n_trades],
@@ -190,25 +197,28 @@ def performance_metrics(bars: pd.DataFrame) -> dict[str, Any]:
         return {"n_bars": 0}
     returns = portfolio_returns(bars, "net_return")
     daily = daily_returns(returns)
-    n_series = int(bars["series"].nunique())
     trades = trade_table(bars)
-    hours_per_bar = bars.groupby("series", sort=False, observed=True)["timestamp"].agg(
-        lambda times: bar_length(times) / pd.Timedelta(hours=1))
-    holding = trades["bars"].to_numpy() * trades["series"].map(hours_per_bar).to_numpy(dtype=np.float64)
+    hours_per_bar = {s: series_bar_length(s) / pd.Timedelta(hours=1) for s in bars["series"].unique()}
+    n_series = len(hours_per_bar)
+    bar = min(hours_per_bar.values()) * pd.Timedelta(hours=1)
+    if len(set(hours_per_bar.values())) == 1:  # one timeframe (the usual case)
+        holding = trades["bars"].to_numpy() * next(iter(hours_per_bar.values()))
+    else:
+        holding = trades["bars"].to_numpy() * trades["series"].map(hours_per_bar).to_numpy(dtype=np.float64)
     wins = trades["return"].to_numpy()
     gains, losses = wins[wins > 0].sum(), -wins[wins < 0].sum()
     held = bars["held_position"].to_numpy(dtype=np.float64)
     in_market = held != 0
     net = bars["net_return"].to_numpy(dtype=np.float64)
-    elapsed_days = elapsed_time(pd.DatetimeIndex(returns.index)) / DAY
+    elapsed_days = elapsed_time(pd.DatetimeIndex(returns.index), bar) / DAY
     max_dd = max_drawdown(returns)
-    growth = cagr(returns)
+    growth = cagr(returns, bar)
     return {
         "sharpe": sharpe_ratio(daily.to_numpy(), DAYS_PER_YEAR),
-        "sharpe_per_bar": sharpe_ratio(returns.to_numpy(), periods_per_year(pd.DatetimeIndex(returns.index))),
+        "sharpe_per_bar": sharpe_ratio(returns.to_numpy(), periods_per_year(bar)),
         "sortino": _finite_or_none(sortino_ratio(daily.to_numpy(), DAYS_PER_YEAR)),
         "max_drawdown": max_dd,
-        "max_drawdown_duration_days": max_drawdown_duration(returns) / DAY,
+        "max_drawdown_duration_days": max_drawdown_duration(returns, bar) / DAY,
         "cagr": growth,
         "calmar": _finite_or_none(growth / -max_dd) if max_dd < 0 else None,
         "total_return": float(equity_curve(returns)[-1] - 1.0),

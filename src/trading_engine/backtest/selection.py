@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from trading_engine.backtest.costs import CostModel
-from trading_engine.backtest.metrics import periods_per_year, sharpe_daily_annualised, sharpe_ratio
+from trading_engine.backtest.metrics import bar_length, periods_per_year, sharpe_daily_annualised, sharpe_ratio
 from trading_engine.backtest.portfolio import align_market, portfolio_returns, trade_positions
 from trading_engine.backtest.rules import TradingRule, target_positions
 
@@ -33,7 +33,7 @@ def selection_score(returns: pd.Series, metric: str) -> float:
     if metric == "sharpe_per_bar":
         if len(returns) < 2:
             return 0.0
-        return sharpe_ratio(returns.to_numpy(), periods_per_year(pd.DatetimeIndex(returns.index)))
+        return sharpe_ratio(returns.to_numpy(), periods_per_year(bar_length(returns.index)))
     raise ValueError(f"unknown selection metric {metric!r}; one of {SELECTION_METRICS}")
 
 

@@ -134,7 +134,8 @@ class SeriesStore:
         start, end = _utc_or_none(start), _utc_or_none(end)
         parts = self.partitions(key)
         wanted = [
-            p for p in parts
+            p
+            for p in parts
             if (start is None or _month_end(p) > start) and (end is None or _month_start(p) < end)
         ] or parts[:1]  # fmt: skip  (nothing in range: one month still gives the columns)
         if wanted:
@@ -163,7 +164,9 @@ class SeriesStore:
             return
         differing = [f for f in IDENTITY_FIELDS if stored.get(f) != provenance.get(f)]
         if differing:
-            said = ", ".join(f"{f} {stored.get(f)!r} (new data: {provenance.get(f)!r})" for f in differing)
+            said = ", ".join(
+                f"{f} {stored.get(f)!r} (new data: {provenance.get(f)!r})" for f in differing
+            )
             raise ProvenanceConflictError(
                 f"series {key!r} in {self.series_dir(key)} was made with {said}; refusing to mix "
                 "data of different origins in one series. Use another store folder (catalog) or "
@@ -189,7 +192,10 @@ class SeriesStore:
             path = folder / name
             if path.exists():
                 existing[name] = _read_partition(path)
-        _write_json_atomic(folder / PROVENANCE_FILE, {**stored, **provenance, "created": stored["created"], "updated": utc_now_iso()})
+        _write_json_atomic(
+            folder / PROVENANCE_FILE,
+            {**stored, **provenance, "created": stored["created"], "updated": utc_now_iso()},
+        )
         for name, rows in months:
             old = existing.get(name)
             if old is not None and len(old):
@@ -216,7 +222,10 @@ class SeriesStore:
         staging.mkdir()
         for name, rows in _month_slices(frame):
             _write_parquet_atomic(staging / name, rows)
-        _write_json_atomic(staging / PROVENANCE_FILE, {**provenance, "created": stored["created"], "updated": utc_now_iso()})
+        _write_json_atomic(
+            staging / PROVENANCE_FILE,
+            {**provenance, "created": stored["created"], "updated": utc_now_iso()},
+        )
         if folder.exists():
             os.rename(folder, trash)
         os.rename(staging, folder)
@@ -233,7 +242,9 @@ class SeriesStore:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as error:
-                raise SeriesLockedError(f"another process is writing series {key!r} ({path})") from error
+                raise SeriesLockedError(
+                    f"another process is writing series {key!r} ({path})"
+                ) from error
             try:
                 yield
             finally:
@@ -276,7 +287,9 @@ class SeriesStoreDataset(AbstractDataset[None, SeriesStore]):
         return SeriesStore(self._path)
 
     def save(self, data: None) -> None:
-        raise DatasetError("a SeriesStoreDataset is written through the SeriesStore that load() returns")
+        raise DatasetError(
+            "a SeriesStoreDataset is written through the SeriesStore that load() returns"
+        )
 
     def _exists(self) -> bool:
         return True
@@ -331,7 +344,9 @@ def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
     frame["timestamp"] = frame["timestamp"].astype(TIMESTAMP_DTYPE)
     stamps = frame["timestamp"].to_numpy()
     if len(stamps) > 1 and not (stamps[1:] > stamps[:-1]).all():
-        frame = frame.drop_duplicates("timestamp", keep="last").sort_values("timestamp", kind="stable")
+        frame = frame.drop_duplicates("timestamp", keep="last").sort_values(
+            "timestamp", kind="stable"
+        )
         frame = frame.reset_index(drop=True)
     return frame
 
@@ -346,7 +361,10 @@ def _month_slices(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(frame)]])
     return [
-        (f"{month_index[a] // 12:04d}-{month_index[a] % 12 + 1:02d}.parquet", frame.iloc[a:b].reset_index(drop=True))
+        (
+            f"{month_index[a] // 12:04d}-{month_index[a] % 12 + 1:02d}.parquet",
+            frame.iloc[a:b].reset_index(drop=True),
+        )
         for a, b in zip(starts, ends, strict=True)
     ]
 

@@ -62,7 +62,9 @@ class WeightBudget:
         while True:
             with self._lock:
                 now = self._clock()
-                ready_at = max(self._next_free if self.limit is not None else now, self._paused_until)
+                ready_at = max(
+                    self._next_free if self.limit is not None else now, self._paused_until
+                )
                 if ready_at <= now:
                     self._next_free = max(self._next_free, now) + weight * self._seconds_per_weight
                     self.weight_sent += weight

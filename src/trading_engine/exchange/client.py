@@ -127,14 +127,16 @@ class ExchangeClient:
             for name, url in list(exchange.urls["api"].items()):
                 parsed = urlparse(url)
                 exchange.urls["api"][name] = self.api_url + parsed.path
-                original_prefixes[self.api_url + parsed.path] = f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
+                original_prefixes[self.api_url + parsed.path] = (
+                    f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
+                )
             exchange.session.trust_env = False  # no proxy from the environment for a local URL
             by_url = exchange.get_exceptions_by_url
 
             def exceptions_as_on_the_exchange(url: str | None, exact_or_broad: str) -> dict:
                 for local, remote in original_prefixes.items():
                     if url and url.startswith(local):
-                        return by_url(remote + url[len(local):], exact_or_broad)
+                        return by_url(remote + url[len(local) :], exact_or_broad)
                 return by_url(url, exact_or_broad)
 
             exchange.get_exceptions_by_url = exceptions_as_on_the_exchange
@@ -143,8 +145,13 @@ class ExchangeClient:
     def clone(self) -> ExchangeClient:
         """Another connection for another thread: same markets, clock offset and budget."""
         twin = ExchangeClient(
-            self.exchange_id, self.api_url, timeout_s=self.timeout_s, retry=self.retry,
-            budget=self.budget, sleep=self._sleep, seed=self._rng.randrange(2**32),
+            self.exchange_id,
+            self.api_url,
+            timeout_s=self.timeout_s,
+            retry=self.retry,
+            budget=self.budget,
+            sleep=self._sleep,
+            seed=self._rng.randrange(2**32),
         )
         if self.exchange.markets:
             twin.exchange.set_markets(self.exchange.markets, self.exchange.currencies)
@@ -156,7 +163,9 @@ class ExchangeClient:
 
     # ------------------------------------------------------------------ retries
 
-    def call(self, what: str, request: Callable[[], T], check: Callable[[T], None] | None = None) -> T:
+    def call(
+        self, what: str, request: Callable[[], T], check: Callable[[T], None] | None = None
+    ) -> T:
         """Run `request` (one ccxt call) with retries; `check` raises MalformedResponseError on
         an answer that must not be used. `what` names the request in messages."""
         attempt = 0
@@ -189,8 +198,13 @@ class ExchangeClient:
                     self.budget.pause(retry_after)  # every thread waits, not only this one
                     delay = max(delay, retry_after)
                 logger.warning(
-                    "%s: %s (%s); retry %d of %d in %.2f s", what, type(error).__name__,
-                    _short(error), attempt, self.retry.max_attempts - 1, delay,
+                    "%s: %s (%s); retry %d of %d in %.2f s",
+                    what,
+                    type(error).__name__,
+                    _short(error),
+                    attempt,
+                    self.retry.max_attempts - 1,
+                    delay,
                 )
                 self.stats.retries += 1
                 self.stats.seconds_backing_off += delay
@@ -265,8 +279,13 @@ class ExchangeClient:
     # ------------------------------------------------------------------ data
 
     def fetch_candles(
-        self, symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None,
-        limit: int = CANDLES_PER_REQUEST, expect_data: bool = True,
+        self,
+        symbol: str,
+        timeframe: str,
+        since_ms: int,
+        until_ms: int | None = None,
+        limit: int = CANDLES_PER_REQUEST,
+        expect_data: bool = True,
     ) -> np.ndarray:
         """One page of klines from `since_ms` (open time) -> float64 array (n, 6): open time in
         ms, open, high, low, close, volume, as the exchange sent them (sorted by ccxt). With
@@ -290,7 +309,11 @@ class ExchangeClient:
         return np.asarray(rows, dtype="float64").reshape(-1, 6)
 
     def fetch_funding_rates(
-        self, symbol: str, since_ms: int, until_ms: int | None = None, limit: int = FUNDING_RATES_PER_REQUEST,
+        self,
+        symbol: str,
+        since_ms: int,
+        until_ms: int | None = None,
+        limit: int = FUNDING_RATES_PER_REQUEST,
     ) -> np.ndarray:
         """One page of funding settlements from `since_ms` -> float64 array (n, 2): settlement
         time in ms, rate. An empty page is a valid answer (no settlement since)."""
@@ -298,14 +321,18 @@ class ExchangeClient:
 
         def well_formed(rows: list) -> None:
             self._check_json_list("fundingRate")
-            _check_rows([[r.get("timestamp"), r.get("fundingRate")] for r in rows], 2, "fundingRate")
+            _check_rows(
+                [[r.get("timestamp"), r.get("fundingRate")] for r in rows], 2, "fundingRate"
+            )
 
         rows = self.call(
             f"{symbol} funding rates from {_iso(since_ms)}",
             lambda: self.exchange.fetch_funding_rate_history(symbol, int(since_ms), limit, params),
             well_formed,
         )
-        return np.asarray([[r["timestamp"], r["fundingRate"]] for r in rows], dtype="float64").reshape(-1, 2)
+        return np.asarray(
+            [[r["timestamp"], r["fundingRate"]] for r in rows], dtype="float64"
+        ).reshape(-1, 2)
 
     def _check_json_list(self, endpoint: str) -> None:
         """ccxt turns a body that is not JSON into [] or rows of None; its parsed JSON tells."""
@@ -323,7 +350,9 @@ def _check_rows(rows: list, width: int, endpoint: str) -> None:
     try:
         array = np.asarray(rows, dtype="float64")
     except (TypeError, ValueError) as error:
-        raise MalformedResponseError(f"{endpoint} rows do not parse as numbers ({error})") from error
+        raise MalformedResponseError(
+            f"{endpoint} rows do not parse as numbers ({error})"
+        ) from error
     if array.ndim != 2 or array.shape[1] != width or not np.isfinite(array).all():
         raise MalformedResponseError(f"{endpoint} rows are not {width} finite numbers each")
 
@@ -348,4 +377,3 @@ def _short(error: Exception) -> str:
 def _snippet(body: Any) -> str:
     text = repr(body)
     return text if len(text) <= 80 else text[:77] + "..."
-

@@ -1,19 +1,22 @@
 """Paging through the exchange's history with our own loop.
 
 ccxt's built-in `paginate` is not used: it starts from ccxt's own clock, silently drops a
-malformed page and can leave holes. Here each page asks for `CANDLES_PER_REQUEST` candles from
-the open time we expect next; the next request starts one timeframe after the last open time
+malformed page and can leave holes. Here each page asks for `limit` candles (1000 by default,
+ccxt's cap) from the open time we expect next; the next request starts one timeframe after the last open time
 received. Rows outside [since, stop) are dropped, duplicates are dropped (the first copy is
 kept), and the pages come out sorted, so that consecutive pages never overlap.
 
 When is an empty page believable? `stop` never exceeds `now - timeframe + 1`, so every request
 starts at an open time whose candle has closed on the exchange's clock. Binance answers such a
 request with the candles from `startTime` on, or, before a symbol's listing, with its first
-candles; it answers `[]` only for a market that no longer trades. So for an active market an
-empty page (or one with nothing at or after `since`) is a failure, retried like a network error
+candles; it answers `[]` only for a market that no longer trades, or when `endTime` (sent on the
+last page only) falls before the listing. So for an active market an empty page (or one with
+nothing at or after `since`) is a failure, retried like a network error
 (`ExchangeClient.fetch_candles(expect_data=True)`), never taken for the end of history. A page
 whose rows all open at or after `stop` means the exchange has nothing before `stop`: a gap that
-reaches the end of the range, and the loop ends there.
+reaches the end of the range, and the loop ends there. (One case stays ambiguous: an exchange
+outage that covers the whole last page, from `since` to `end`; it fails after the retries, with
+the data fetched so far committed.)
 """
 
 from __future__ import annotations
@@ -23,19 +26,41 @@ from collections.abc import Iterator
 import numpy as np
 
 from trading_engine.data.schema import timeframe_to_milliseconds
-from trading_engine.exchange.client import CANDLES_PER_REQUEST, FUNDING_RATES_PER_REQUEST, ExchangeClient
+from trading_engine.exchange.client import (
+    CANDLES_PER_REQUEST,
+    FUNDING_RATES_PER_REQUEST,
+    ExchangeClient,
+)
 
 
 def candle_pages(
-    client: ExchangeClient, symbol: str, timeframe: str, since_ms: int, stop_ms: int, *, expect_data: bool = True,
+    client: ExchangeClient,
+    symbol: str,
+    timeframe: str,
+    since_ms: int,
+    stop_ms: int,
+    *,
+    expect_data: bool = True,
+    listed_ms: int | None = None,
+    limit: int = CANDLES_PER_REQUEST,
 ) -> Iterator[np.ndarray]:
     """Pages of candles with `since_ms <= open < stop_ms`, each a float64 array (n, 6) of open
-    time (ms), open, high, low, close, volume, sorted and unique; no page overlaps another."""
+    time (ms), open, high, low, close, volume, sorted and unique; no page overlaps another.
+    `expect_data=False` (a market that no longer trades) accepts an empty page as the end;
+    so does a last page that ends before the market's listing (`listed_ms`)."""
     step = timeframe_to_milliseconds(timeframe)
     while since_ms < stop_ms:
         # endTime only on the last page, so that the exchange does not send candles past stop.
-        until = stop_ms - 1 if since_ms + CANDLES_PER_REQUEST * step > stop_ms else None
-        rows = client.fetch_candles(symbol, timeframe, since_ms, until, expect_data=expect_data)
+        until = stop_ms - 1 if since_ms + limit * step > stop_ms else None
+        before_listing = until is not None and listed_ms is not None and until < listed_ms
+        rows = client.fetch_candles(
+            symbol,
+            timeframe,
+            since_ms,
+            until,
+            limit,
+            expect_data=expect_data and not before_listing,
+        )
         rows = _unique_in_range(rows, since_ms, stop_ms)
         if not len(rows):
             return  # everything the exchange has from since_ms on opens at or after stop_ms
@@ -43,7 +68,9 @@ def candle_pages(
         since_ms = int(rows[-1, 0]) + step
 
 
-def funding_rate_pages(client: ExchangeClient, symbol: str, since_ms: int, stop_ms: int) -> Iterator[np.ndarray]:
+def funding_rate_pages(
+    client: ExchangeClient, symbol: str, since_ms: int, stop_ms: int
+) -> Iterator[np.ndarray]:
     """Pages of funding settlements with `since_ms <= time < stop_ms`, each a float64 array
     (n, 2) of settlement time (ms) and rate, sorted and unique. The endpoint answers the
     settlements from `startTime` on; a short page is the last one."""

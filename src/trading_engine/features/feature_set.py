@@ -1,8 +1,9 @@
 """The feature set: 62 causal, scale-free features of one candle series (see docs/features.md).
 
 `compute_features(candles, reference=None)` returns one float32 column per feature, named
-`feat_*`, on the candles' index. Everything is computed in float64 and cast at the end (half the
-memory; float32 keeps 7 significant digits, far more than any of these features carries).
+`feat_*`, on the candles' index. Everything is computed in float64; each feature is cast into
+the float32 table as soon as it is computed (half the memory; float32 keeps 7 significant
+digits, far more than any of these features carries).
 A feature is NaN only while its own lookback is not yet filled; after that it is finite, also on
 flat candles (open = high = low = close) and zero-volume candles.
 """
@@ -62,12 +63,31 @@ def _validated_ohlcv(candles: pd.DataFrame) -> dict[str, np.ndarray]:
     if not candles.index.is_monotonic_increasing or not candles.index.is_unique:
         raise ValueError("candle timestamps must be unique and sorted")
     arrays = {c: candles[c].to_numpy(dtype=np.float64) for c in (*PRICE_COLUMNS, "volume")}
-    prices = np.stack([arrays[c] for c in PRICE_COLUMNS])
-    if not np.isfinite(prices).all() or (prices <= 0).any():
-        raise ValueError("candle prices must be finite and positive")
-    if not np.isfinite(arrays["volume"]).all() or (arrays["volume"] < 0).any():
+    for column in PRICE_COLUMNS:  # NaN fails both comparisons
+        if not (arrays[column] > 0).all() or not (arrays[column] < np.inf).all():
+            raise ValueError(f"candle prices must be finite and positive ({column})")
+    if not (arrays["volume"] >= 0).all() or not (arrays["volume"] < np.inf).all():
         raise ValueError("candle volumes must be finite and >= 0")
     return arrays
+
+
+class _FeatureWriter:
+    """Writes each feature into its column of the float32 table as soon as it is computed, so
+    that no float64 copy of the whole feature set is ever held."""
+
+    _COLUMN = {name: j for j, name in enumerate(FEATURE_NAMES)}
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+        self.written: set[str] = set()
+
+    def __setitem__(self, name: str, values: np.ndarray) -> None:
+        self.table[:, self._COLUMN[name]] = values
+        self.written.add(name)
+
+    def check_complete(self) -> None:
+        if len(self.written) != len(FEATURE_NAMES):
+            raise AssertionError(f"features not computed: {sorted(set(FEATURE_NAMES) - self.written)}")
 
 
 def _run_length(direction: np.ndarray) -> np.ndarray:
@@ -113,27 +133,47 @@ def compute_features(candles: pd.DataFrame, reference: pd.DataFrame | None = Non
         that the cross-asset features are 0 (no information).
     Returns one float32 column per name in FEATURE_NAMES, same index as the candles.
     """
-    data = _validated_ohlcv(candles)
-    open_, high, low, close, volume = (data[c] for c in ("open", "high", "low", "close", "volume"))
-    n = close.shape[0]
-    f: dict[str, np.ndarray] = {}
-
-    log_close = np.log(close)
+    c = _validated_ohlcv(candles)
+    n = c["close"].shape[0]
+    table = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32, order="F")
+    f = _FeatureWriter(table)  # f[name] = float64 values: cast into the float32 table at once
+    log_close = np.log(c["close"])
     log_return = np.diff(log_close, prepend=np.nan)
-    average_true_range = ind.atr(high, low, close, ATR_WINDOW)
+    average_true_range = ind.atr(c["high"], c["low"], c["close"], ATR_WINDOW)
 
-    # ------------------------------------------------------------ volatility
-    f["feat_atr"] = average_true_range / close
+    # One function per group, so that each group's intermediate arrays are freed on return.
+    _volatility(f, c, log_return, average_true_range)
+    _momentum(f, c)
+    _trend(f, c, average_true_range)
+    _volume(f, c)
+    _microstructure(f, c, log_return)
+    _calendar(f, candles.index)
+    if reference is None:
+        ref_log_close = log_close
+    else:
+        ref_log_close = _aligned_reference_log_close(candles.index, reference, reference_fill_limit)
+    _cross_asset(f, log_return, ref_log_close)
+    f.check_complete()
+    return pd.DataFrame(table, index=candles.index, columns=list(FEATURE_NAMES), copy=False)
+
+
+Candles = dict[str, np.ndarray]
+
+
+def _volatility(f: _FeatureWriter, c: Candles, log_return: np.ndarray, atr: np.ndarray) -> None:
+    f["feat_atr"] = atr / c["close"]
     realized = {w: ind.rolling_std(log_return, w) for w in (10, 20, 50)}
     for window, vol in realized.items():
         f[f"feat_realized_vol_{window}"] = vol
-    log_range_sq = np.log(high / low) ** 2
+    log_range_sq = np.log(c["high"] / c["low"]) ** 2
     for window in (10, 20):
         f[f"feat_parkinson_vol_{window}"] = np.sqrt(
             ind.rolling_mean(log_range_sq, window) / (4.0 * np.log(2.0)))
     f["feat_vol_ratio"] = ind.safe_divide(realized[10], realized[50], 1.0)
 
-    # ------------------------------------------------------------ momentum
+
+def _momentum(f: _FeatureWriter, c: Candles) -> None:
+    high, low, close, volume = c["high"], c["low"], c["close"], c["volume"]
     for window in (7, 14, 21):
         f[f"feat_rsi_{window}"] = ind.rsi(close, window)
     for window in (1, 5, 10, 20):
@@ -149,23 +189,28 @@ def compute_features(candles: pd.DataFrame, reference: pd.DataFrame | None = Non
     f["feat_cci_20"] = ind.commodity_channel_index(high, low, close, 20)
     f["feat_mfi_14"] = ind.money_flow_index(high, low, close, volume, 14)
 
-    # ------------------------------------------------------------ trend
+
+def _trend(f: _FeatureWriter, c: Candles, atr: np.ndarray) -> None:
+    high, low, close = c["high"], c["low"], c["close"]
     emas = {span: ind.ema(close, span) for span in EMA_SPANS}
     for span, average in emas.items():
-        f[f"feat_ema_{span}"] = ind.safe_divide(close - average, average_true_range, 0.0)
+        f[f"feat_ema_{span}"] = ind.safe_divide(close - average, atr, 0.0)
     for span, average in emas.items():
         f[f"feat_dist_ema_{span}"] = close / average - 1.0
     for span in (20, 50):
         f[f"feat_ema_slope_{span}"] = ind.safe_divide(
-            emas[span] - ind.shift(emas[span], 5), 5.0 * average_true_range, 0.0)
+            emas[span] - ind.shift(emas[span], 5), 5.0 * atr, 0.0)
+    f["feat_trend_score"] = (np.sign(close - emas[10]) + np.sign(emas[10] - emas[20])
+                             + np.sign(emas[20] - emas[50]) + np.sign(emas[50] - emas[100])) / 4.0
+    del emas
     adx, plus_di, minus_di = ind.adx(high, low, close, ATR_WINDOW)
     f["feat_adx"] = adx
     f["feat_adx_di"] = ind.safe_divide(plus_di - minus_di, plus_di + minus_di, 0.0)
-    f["feat_trend_score"] = (np.sign(close - emas[10]) + np.sign(emas[10] - emas[20])
-                             + np.sign(emas[20] - emas[50]) + np.sign(emas[50] - emas[100])) / 4.0
     f["feat_bb_position_20"], f["feat_bb_width_20"] = ind.bollinger(close, 20, 2.0)
 
-    # ------------------------------------------------------------ volume
+
+def _volume(f: _FeatureWriter, c: Candles) -> None:
+    high, low, close, volume = c["high"], c["low"], c["close"], c["volume"]
     for window in (10, 20, 50):
         f[f"feat_vol_ratio_{window}"] = ind.safe_divide(volume, ind.rolling_mean(volume, window), 0.0)
     f["feat_vwap_dist"] = close / ind.volume_weighted_average_price(high, low, close, volume, 20) - 1.0
@@ -175,7 +220,9 @@ def compute_features(candles: pd.DataFrame, reference: pd.DataFrame | None = Non
     f["feat_mfv_sum_20"] = ind.safe_divide(
         ind.rolling_sum(ind.money_flow_volume(high, low, close, volume), 20), volume_20, 0.0)
 
-    # ------------------------------------------------------------ microstructure
+
+def _microstructure(f: _FeatureWriter, c: Candles, log_return: np.ndarray) -> None:
+    open_, high, low, close = c["open"], c["high"], c["low"], c["close"]
     bar_range = high - low
     f["feat_close_position"] = ind.safe_divide(close - low, bar_range, 0.5)
     f["feat_body_ratio"] = ind.safe_divide(np.abs(close - open_), bar_range, 0.0)
@@ -188,8 +235,9 @@ def compute_features(candles: pd.DataFrame, reference: pd.DataFrame | None = Non
     for lag in (1, 2, 3):
         f[f"feat_ret_lag_{lag}"] = ind.shift(log_return, lag)
 
-    # ------------------------------------------------------------ calendar
-    seconds = _seconds_since_epoch(candles.index)
+
+def _calendar(f: _FeatureWriter, index: pd.DatetimeIndex) -> None:
+    seconds = _seconds_since_epoch(index)
     day_fraction = (seconds % _SECONDS_PER_DAY) / _SECONDS_PER_DAY
     week_fraction = ((seconds // _SECONDS_PER_DAY + _EPOCH_WEEKDAY) % 7 + day_fraction) / 7.0
     f["feat_hour_sin"] = np.sin(2.0 * np.pi * day_fraction)
@@ -197,24 +245,16 @@ def compute_features(candles: pd.DataFrame, reference: pd.DataFrame | None = Non
     f["feat_weekday_sin"] = np.sin(2.0 * np.pi * week_fraction)
     f["feat_weekday_cos"] = np.cos(2.0 * np.pi * week_fraction)
 
-    # ------------------------------------------------------------ cross-asset
-    if reference is None:
-        ref_log_close = log_close
-    else:
-        ref_log_close = _aligned_reference_log_close(candles.index, reference, reference_fill_limit)
+
+def _cross_asset(f: _FeatureWriter, log_return: np.ndarray, ref_log_close: np.ndarray) -> None:
+    """The reference's 1- and 5-bar log returns and its 50-bar return correlation with ours;
+    0 where the reference has no bar (after the series' own first 1, 5, 50 bars)."""
+    n = log_return.shape[0]
     ref_return = np.diff(ref_log_close, prepend=np.nan)
-    started = np.arange(n) >= 1
-    f["feat_ref_ret_1"] = np.where(started, np.nan_to_num(ref_return), np.nan)
+    f["feat_ref_ret_1"] = np.where(np.arange(n) >= 1, np.nan_to_num(ref_return), np.nan)
     f["feat_ref_ret_5"] = np.where(np.arange(n) >= 5,
                                    np.nan_to_num(ref_log_close - ind.shift(ref_log_close, 5)), np.nan)
     correlation = (pd.Series(log_return, copy=False)
                    .rolling(50, min_periods=50).corr(pd.Series(ref_return, copy=False)).to_numpy())
     correlation = np.clip(np.nan_to_num(correlation, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
     f["feat_ref_corr_50"] = np.where(np.arange(n) >= 50, correlation, np.nan)
-
-    table = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32, order="F")
-    for j, name in enumerate(FEATURE_NAMES):
-        table[:, j] = f.pop(name)
-    if f:
-        raise AssertionError(f"features computed but not declared in FEATURE_NAMES: {sorted(f)}")
-    return pd.DataFrame(table, index=candles.index, columns=list(FEATURE_NAMES), copy=False)

@@ -72,6 +72,7 @@ def build_model_input(candles: pd.DataFrame, feature_table: pd.DataFrame,
     if not feature_table.index.equals(candles.index):
         raise ValueError("the feature table and the candles must share one index")
     market = candles[list(PRICE_COLUMNS) + ["volume"]].astype(np.float64)
+    market.index = feature_table.index  # equal instants; one index even if the units differ
     market["funding_rate"] = align_funding(candles.index, funding, timeframe)
     table = pd.concat([feature_table, market], axis=1)
     keep = rows_after_warmup(candles.index, warmup_bars, timeframe)

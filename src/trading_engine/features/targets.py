@@ -27,7 +27,7 @@ def target_columns(horizons: Iterable[int]) -> list[str]:
 
 
 def compute_targets(candles: pd.DataFrame, horizons: Iterable[int] = DEFAULT_HORIZONS, *,
-                    dead_zone_k: float = 0.5, volatility_window: int = 100,
+                    dead_zone_k: float = 0.35, volatility_window: int = 100,
                     min_threshold: float = 0.0) -> pd.DataFrame:
     """target_dir_h, target_ret_h, target_binary_h (float64) for every horizon h, on the
     candles' index. See the module docstring for the dead-zone rule."""

@@ -56,17 +56,17 @@ class CausalSelfAttention(nn.Module):
         self.n_heads = config.n_heads
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
-        self.dropout = config.dropout
-        self.residual_dropout = nn.Dropout(config.dropout)
+        # Dropout on the output, not on the (B, H, T, T) attention weights: on a CPU, drawing that
+        # mask costs as much as the rest of the step.
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d/H)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, d)  # (B, T, d)
-        return self.residual_dropout(self.out(y))
+        return self.dropout(self.out(y))
 
 
 class FeedForward(nn.Module):

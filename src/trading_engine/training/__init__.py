@@ -17,8 +17,8 @@ from trading_engine.training.trainer import (
     make_walk_forward_layout,
     resolve_device,
     series_of_timeframe,
-    train_walk_forward,
     trading_sharpe,
+    train_walk_forward,
 )
 
 __all__ = [

@@ -29,11 +29,23 @@ from trading_engine.backtest.metrics import sharpe_daily_annualised
 from trading_engine.backtest.portfolio import portfolio_returns, strategy_returns
 from trading_engine.backtest.rules import TradingRule
 from trading_engine.data.schema import parse_series_key
-from trading_engine.models import IGNORE_CLASS, MODELS, LossWeights, ModelOutput, build_model, multitask_loss
+from trading_engine.models import (
+    IGNORE_CLASS,
+    MODELS,
+    LossWeights,
+    ModelOutput,
+    build_model,
+    multitask_loss,
+)
 from trading_engine.training.fold_model import FoldModel, autocast, prediction_frame
 from trading_engine.training.scaling import RobustScaler, robust_scale
 from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, Segment, make_fold_layout
-from trading_engine.training.windows import PooledSeries, gather_windows, target_horizons, window_offsets
+from trading_engine.training.windows import (
+    PooledSeries,
+    gather_windows,
+    target_horizons,
+    window_offsets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +290,26 @@ def train_walk_forward(
     return WalkForwardResult(config, layout, keys, pooled.feature_names, str(device), results)
 
 
+def optimisation_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    windows: torch.Tensor,  # (B, L, F)
+    target_class: torch.Tensor,  # (B,)
+    target_return: torch.Tensor,  # (B,) divided by the return scale
+    config: TrainingConfig,
+) -> torch.Tensor:
+    """One gradient step on one batch; returns the batch's loss (a detached scalar on the device)."""
+    with autocast(windows.device):
+        output = model(windows)
+    loss = multitask_loss(output, target_class, target_return, config.loss_weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    if config.gradient_clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_norm)
+    optimizer.step()
+    return loss.total.detach()
+
+
 @dataclass(frozen=True)
 class FoldRows:
     """Rows of the pooled table (positions) that a fold uses; windows are named by their end row."""
@@ -356,15 +388,10 @@ def train_fold(
         loss_sum = torch.zeros((), device=device)
         for end_rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                              disable=not config.progress):
-            with autocast(device):
-                output = model(gather_windows(scaled, end_rows, offsets))  # (B, L, F) -> heads
-            loss = multitask_loss(output, target_class[end_rows], target_return[end_rows], config.loss_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            if config.gradient_clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_norm)
-            optimizer.step()
-            loss_sum += loss.total.detach() * len(end_rows)
+            windows = gather_windows(scaled, end_rows, offsets)  # (B, L, F), gathered on the device
+            loss = optimisation_step(model, optimizer, windows, target_class[end_rows], target_return[end_rows],
+                                     config)
+            loss_sum += loss * len(end_rows)
         train_loss = float(loss_sum) / len(order)
 
         output = fold_model.infer(scaled, validation_rows_device)

@@ -12,8 +12,18 @@ from typing import Any
 
 import pandas as pd
 
-from trading_engine.data.schema import parse_series_key, series_key, timeframe_to_timedelta, to_indexed
-from trading_engine.features import build_model_input, compute_features, compute_targets, feature_report
+from trading_engine.data.schema import (
+    parse_series_key,
+    series_key,
+    timeframe_to_timedelta,
+    to_indexed,
+)
+from trading_engine.features import (
+    build_model_input,
+    compute_features,
+    compute_targets,
+    feature_report,
+)
 
 logger = logging.getLogger(__name__)
 

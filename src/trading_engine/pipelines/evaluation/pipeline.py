@@ -1,0 +1,47 @@
+"""Evaluation: the model's predictions traded with the shared rule and costs, beside baselines,
+on the walk-forward out-of-sample period and the holdout; metrics, significance, plots, report."""
+
+from kedro.pipeline import Node, Pipeline
+
+from trading_engine.pipelines.evaluation import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([
+        Node(
+            func=nodes.select_confidence_threshold,
+            inputs=["predictions", "model_input", "params:trading", "params:evaluation.threshold_selection"],
+            outputs="confidence_threshold_selection",
+            name="select_confidence_threshold",
+        ),
+        Node(
+            func=nodes.count_configurations_tried,
+            inputs=["params:tuning", "confidence_threshold_selection"],
+            outputs="configurations_tried",
+            name="count_configurations_tried",
+        ),
+        Node(
+            func=nodes.evaluate_strategies,
+            inputs=["predictions", "model_input", "training_summary", "confidence_threshold_selection",
+                    "configurations_tried", "params:trading", "params:training.horizon",
+                    "params:evaluation.settings"],
+            outputs=["backtest_metrics", "backtest_daily_returns"],
+            name="evaluate_strategies",
+        ),
+        Node(func=nodes.plot_equity_curves, inputs="backtest_daily_returns",
+             outputs="backtest_equity_curves_plot", name="plot_equity_curves"),
+        Node(func=nodes.plot_drawdown, inputs="backtest_daily_returns",
+             outputs="backtest_drawdown_plot", name="plot_drawdown"),
+        Node(func=nodes.plot_rolling_sharpe, inputs=["backtest_daily_returns", "params:evaluation.report"],
+             outputs="backtest_rolling_sharpe_plot", name="plot_rolling_sharpe"),
+        Node(func=nodes.plot_calibration, inputs="backtest_metrics",
+             outputs="backtest_calibration_plot", name="plot_calibration"),
+        Node(func=nodes.plot_coverage_precision, inputs="backtest_metrics",
+             outputs="backtest_coverage_precision_plot", name="plot_coverage_precision"),
+        Node(func=nodes.write_backtest_report, inputs="backtest_metrics", outputs="backtest_report",
+             name="write_backtest_report"),
+        # Depends on the report, so it runs after every plot: the last lines of `kedro run`.
+        Node(func=nodes.log_backtest_summary,
+             inputs=["backtest_metrics", "backtest_report", "params:evaluation.report"],
+             outputs=None, name="log_backtest_summary"),
+    ])

@@ -1,0 +1,1 @@
+"""Plots and the human report of the backtest."""

@@ -1,0 +1,165 @@
+"""Figures of the backtest, built with matplotlib's object API (no pyplot state, headless).
+
+Every function takes the evaluation's outputs (the long table of portfolio daily returns, or the
+model's prediction metrics) and returns a `matplotlib.figure.Figure` for a MatplotlibDataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from trading_engine.backtest.metrics import DAYS_PER_YEAR
+
+PERIOD_TITLES = {"out_of_sample": "Walk-forward out-of-sample (test folds)", "holdout": "Holdout"}
+MODEL = "model"
+
+
+def _period_axes(periods: list[str], title: str) -> tuple[Figure, list[Axes]]:
+    figure = Figure(figsize=(6.5 * max(len(periods), 1), 4.5), layout="constrained")
+    axes = figure.subplots(1, max(len(periods), 1), squeeze=False)[0]
+    figure.suptitle(title)
+    return figure, list(axes)
+
+
+def _empty(axis: Axes, message: str = "no data") -> None:
+    axis.text(0.5, 0.5, message, ha="center", va="center", transform=axis.transAxes)
+
+
+def _periods(daily: pd.DataFrame) -> list[str]:
+    present = list(pd.unique(daily["period"])) if not daily.empty else []
+    return [p for p in PERIOD_TITLES if p in present] or ["out_of_sample"]
+
+
+def _series(daily: pd.DataFrame, period: str, strategy: str, costs: str) -> pd.Series:
+    rows = daily.loc[(daily["period"] == period) & (daily["strategy"] == strategy) & (daily["costs"] == costs)]
+    return pd.Series(rows["daily_return"].to_numpy(dtype=np.float64), index=pd.DatetimeIndex(rows["date"]))
+
+
+def _equity_at_day_ends(returns: pd.Series) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Equity at the start of the first day (1) and at the end of each day of `returns`."""
+    times = pd.DatetimeIndex(returns.index)
+    ends = times + pd.Timedelta(days=1)
+    return times[:1].append(ends), np.concatenate([[1.0], np.cumprod(1.0 + returns.to_numpy())])
+
+
+def equity_curves_figure(daily: pd.DataFrame, costs: str = "after_costs") -> Figure:
+    """Equity (start 1) of the model and of every deterministic baseline, per period."""
+    periods = _periods(daily)
+    figure, axes = _period_axes(periods, f"Equity curves, equal-weight portfolio, {costs.replace('_', ' ')}")
+    for axis, period in zip(axes, periods, strict=True):
+        axis.set_title(PERIOD_TITLES.get(period, period))
+        strategies = list(pd.unique(daily.loc[daily["period"] == period, "strategy"])) if not daily.empty else []
+        if not strategies:
+            _empty(axis)
+            continue
+        for strategy in strategies:
+            times, equity = _equity_at_day_ends(_series(daily, period, strategy, costs))
+            is_model = strategy == MODEL
+            axis.plot(times, equity, label=strategy.replace("_", " "),
+                      linewidth=2.2 if is_model else 1.0, color="black" if is_model else None,
+                      zorder=3 if is_model else 2)
+        axis.axhline(1.0, color="grey", linewidth=0.6)
+        axis.set_ylabel("equity")
+        axis.legend(fontsize=8)
+        axis.tick_params(axis="x", labelrotation=30)
+    return figure
+
+
+def drawdown_figure(daily: pd.DataFrame) -> Figure:
+    """The model's drawdown (equity / running peak - 1 at day ends), before and after costs, per period."""
+    periods = _periods(daily)
+    figure, axes = _period_axes(periods, "Model drawdown at day ends, equal-weight portfolio")
+    for axis, period in zip(axes, periods, strict=True):
+        axis.set_title(PERIOD_TITLES.get(period, period))
+        drawn = False
+        for costs, color in (("before_costs", "tab:blue"), ("after_costs", "tab:red")):
+            returns = _series(daily, period, MODEL, costs)
+            if returns.empty:
+                continue
+            times, equity = _equity_at_day_ends(returns)
+            drawdown = equity / np.maximum.accumulate(equity) - 1.0
+            axis.fill_between(times, drawdown, 0.0, alpha=0.3, color=color)
+            axis.plot(times, drawdown, color=color, label=costs.replace("_", " "))
+            drawn = True
+        if not drawn:
+            _empty(axis)
+            continue
+        axis.set_ylabel("drawdown")
+        axis.legend(fontsize=8)
+        axis.tick_params(axis="x", labelrotation=30)
+    return figure
+
+
+def rolling_sharpe_figure(daily: pd.DataFrame, window_days: int = 30) -> Figure:
+    """Rolling Sharpe ratio (daily returns, window_days, x sqrt(365)) of the model and buy and hold,
+    after costs, per period."""
+    periods = _periods(daily)
+    figure, axes = _period_axes(periods, f"Rolling {window_days}-day Sharpe ratio (annualised), after costs")
+    for axis, period in zip(axes, periods, strict=True):
+        axis.set_title(PERIOD_TITLES.get(period, period))
+        drawn = False
+        for strategy, color in ((MODEL, "black"), ("buy_and_hold", "tab:orange")):
+            returns = _series(daily, period, strategy, "after_costs")
+            if len(returns) < 2:
+                continue
+            window = returns.rolling(window_days, min_periods=max(2, window_days // 3))
+            sharpe = window.mean() / window.std(ddof=1) * np.sqrt(DAYS_PER_YEAR)
+            axis.plot(sharpe.index, sharpe.to_numpy(), color=color, label=strategy.replace("_", " "))
+            drawn = True
+        if not drawn:
+            _empty(axis, "fewer than two days")
+            continue
+        axis.axhline(0.0, color="grey", linewidth=0.6)
+        axis.legend(fontsize=8)
+        axis.tick_params(axis="x", labelrotation=30)
+    return figure
+
+
+def calibration_figure(model_metrics: Mapping[str, Any]) -> Figure:
+    """Reliability diagram of the confidence head: mean confidence vs the share of right class
+    calls per confidence bin (marker area ~ rows in the bin), per period."""
+    figure = Figure(figsize=(6, 5), layout="constrained")
+    axis = figure.subplots()
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect calibration")
+    for period, metrics in model_metrics.items():
+        table = pd.DataFrame(metrics.get("calibration", []))
+        if table.empty:
+            continue
+        sizes = 20 + 300 * table["count"] / table["count"].max()
+        ece = metrics.get("expected_calibration_error")
+        label = f"{PERIOD_TITLES.get(period, period)} (ECE {ece:.3f})" if ece is not None else period
+        axis.plot(table["mean_confidence"], table["accuracy"], marker="", label=label)
+        axis.scatter(table["mean_confidence"], table["accuracy"], s=sizes, alpha=0.6)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("confidence (mean in bin)")
+    axis.set_ylabel("share of right class calls")
+    axis.set_title("Calibration of the confidence head")
+    axis.legend(fontsize=8)
+    return figure
+
+
+def coverage_precision_figure(model_metrics: Mapping[str, Any]) -> Figure:
+    """Precision of the calls kept by a confidence threshold against the share of bars kept."""
+    figure = Figure(figsize=(6, 5), layout="constrained")
+    axis = figure.subplots()
+    for period, metrics in model_metrics.items():
+        table = pd.DataFrame(metrics.get("coverage_precision", []))
+        if table.empty:
+            continue
+        name = PERIOD_TITLES.get(period, period)
+        line = axis.plot(table["coverage"], table["precision"], marker="o", markersize=3, label=f"{name}: class")[0]
+        axis.plot(table["coverage"], table["directional_precision"], marker="x", markersize=3, linestyle="--",
+                  color=line.get_color(), label=f"{name}: direction")
+    axis.set_xlim(0, 1.02)
+    axis.set_xlabel("coverage (share of bars with confidence >= threshold)")
+    axis.set_ylabel("precision")
+    axis.set_title("Coverage vs precision of the confidence head")
+    axis.legend(fontsize=8)
+    return figure

@@ -1,0 +1,75 @@
+"""Baselines: causal, the random signal has the model's turnover, the logistic model learns only
+from training rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tests.evaluation.builders import HORIZON, market_frame
+from trading_engine.backtest import CostModel
+from trading_engine.backtest.baselines import (
+    LogisticBaseline,
+    TurnoverProfile,
+    mean_reversion_positions,
+    momentum_positions,
+    random_positions,
+)
+from trading_engine.backtest.engine import simulate
+from trading_engine.backtest.metrics import sharpe_ratio
+
+
+def test_momentum_and_mean_reversion_are_invariant_to_truncation() -> None:
+    close = market_frame(300, seed=0)["close"]
+    for signal in (lambda c: momentum_positions(c, 5), mean_reversion_positions):
+        full = signal(close)
+        truncated = signal(close.iloc[:200])
+        pd.testing.assert_series_equal(full.iloc[:200], truncated)
+    assert momentum_positions(close, 5).iloc[:5].eq(0).all()
+
+
+def test_random_signal_has_the_models_turnover_and_state_shares() -> None:
+    rng = np.random.default_rng(0)
+    n = 200_000
+    model = np.repeat(rng.choice([-1.0, 0.0, 1.0], n // 20, p=[0.3, 0.4, 0.3]), 20)  # changes every ~20 bars
+    starts = np.zeros(n, dtype=bool)
+    starts[[0, n // 2]] = True
+    profile = TurnoverProfile.of(model, starts)
+    draws = random_positions(profile, starts, rng)
+    changes = np.mean(draws[1:] != draws[:-1])
+    assert abs(changes - profile.change_probability) < 0.1 * profile.change_probability
+    shares = np.bincount(np.sign(draws).astype(int) + 1, minlength=3) / n
+    np.testing.assert_allclose(shares, profile.state_shares, atol=0.03)
+
+
+def test_perfect_foresight_is_huge_and_a_random_signal_loses_its_costs() -> None:
+    frame = market_frame(20_000, seed=1)
+    open_, close = frame["open"].to_numpy(), frame["close"].to_numpy()
+    next_move = np.sign(np.append(open_[2:] / open_[1:-1] - 1.0, [0.0, 0.0]))  # the bar the position is held in
+    foresight = simulate(next_move, open_, close, CostModel())
+    assert sharpe_ratio(foresight.net_return, 365 * 288) > 50
+    rng = np.random.default_rng(2)
+    noise = rng.choice([-1.0, 1.0], len(open_))
+    gross = simulate(noise, open_, close, CostModel.free()).net_return
+    net = simulate(noise, open_, close, CostModel()).net_return
+    assert abs(gross.mean()) < 3 * gross.std() / np.sqrt(len(gross))  # about zero before costs
+    # after costs it loses about one turnover's worth of fees and slippage per bar
+    assert net.mean() < gross.mean() - 0.9 * 0.0006 * np.abs(np.diff(noise)).mean()
+
+
+def test_logistic_baseline_learns_a_planted_feature_from_training_rows_only() -> None:
+    frame = market_frame(4000, seed=3)
+    train = frame.iloc[:2000].dropna(subset=[f"target_binary_{HORIZON}"])
+    features = ["feat_noise", "feat_hint"]
+    model = LogisticBaseline.fit(train[features], train[f"target_binary_{HORIZON}"].to_numpy())
+    test = frame.iloc[2500:3900]
+    up = model.probability_up(test[features].to_numpy())
+    accuracy = np.mean((up > 0.5) == (test[f"target_binary_{HORIZON}"].to_numpy() == 1))
+    assert accuracy > 0.65
+    changed = frame.copy()
+    changed.iloc[2000:, :2] = 0.0  # later rows do not enter the fit
+    refit = LogisticBaseline.fit(changed.iloc[:2000].dropna(subset=[f"target_binary_{HORIZON}"])[features],
+                                 train[f"target_binary_{HORIZON}"].to_numpy())
+    np.testing.assert_allclose(refit.probability_up(test[features].to_numpy()), up)
+    one_class = LogisticBaseline.fit(train[features].iloc[:10], np.ones(10))
+    assert (one_class.probability_up(test[features].to_numpy()) == 1.0).all()

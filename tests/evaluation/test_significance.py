@@ -1,0 +1,111 @@
+"""PSR, DSR and MinTRL against the published example, and the Optuna trial count on a real study."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from scipy import stats
+
+from trading_engine.backtest.significance import (
+    count_trials,
+    deflated_sharpe_ratio,
+    expected_maximum_sharpe,
+    minimum_track_record_length,
+    probabilistic_sharpe_ratio,
+    sharpe_significance,
+)
+
+# Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", numerical example: the best of
+# N = 100 trials has an annualised SR of 2.5 over T = 1250 daily observations (250 a year),
+# skewness -3, kurtosis 10, and the trials' annualised Sharpe ratios have variance 0.5.
+PAPER_SR = 2.5 / np.sqrt(250)
+PAPER_VARIANCE = 0.5 / 250
+
+
+def test_deflated_sharpe_matches_the_papers_example() -> None:
+    assert expected_maximum_sharpe(100, PAPER_VARIANCE) == pytest.approx(0.1132, abs=5e-5)
+    assert deflated_sharpe_ratio(PAPER_SR, 1250, 100, PAPER_VARIANCE, skewness=-3, kurtosis=10) == pytest.approx(
+        0.9004, abs=5e-5)
+
+
+def test_kurtosis_enters_once_as_non_excess() -> None:
+    # The paper's denominator: 1 - g3 SR + (g4 - 1) / 4 SR^2 with g4 = 10. Subtracting 3 twice,
+    # (g4 - 3 - 1) / 4, would give 0.9018 here instead of 0.9004.
+    benchmark = expected_maximum_sharpe(100, PAPER_VARIANCE)
+    right = stats.norm.cdf((PAPER_SR - benchmark) * np.sqrt(1249) / np.sqrt(1 + 3 * PAPER_SR + 9 / 4 * PAPER_SR**2))
+    wrong = stats.norm.cdf((PAPER_SR - benchmark) * np.sqrt(1249) / np.sqrt(1 + 3 * PAPER_SR + 6 / 4 * PAPER_SR**2))
+    psr = probabilistic_sharpe_ratio(PAPER_SR, 1250, -3, 10, benchmark)
+    assert psr == pytest.approx(right, abs=1e-12)
+    assert abs(psr - wrong) > 1e-3
+
+
+def test_psr_of_normal_returns_uses_the_lo_standard_error() -> None:
+    # Normal returns: sigma(SR) = sqrt((1 + SR^2 / 2) / (T - 1)) (Lo 2002).
+    sharpe, count = 0.1, 500
+    z = sharpe / np.sqrt((1 + sharpe**2 / 2) / (count - 1))
+    assert probabilistic_sharpe_ratio(sharpe, count) == pytest.approx(stats.norm.cdf(z))
+    assert probabilistic_sharpe_ratio(0.0, count) == pytest.approx(0.5)
+    assert probabilistic_sharpe_ratio(sharpe, count, benchmark_sharpe=sharpe) == pytest.approx(0.5)
+
+
+def test_min_track_record_length_is_where_psr_reaches_the_confidence() -> None:
+    length = minimum_track_record_length(PAPER_SR, -3, 10, confidence=0.95)
+    assert probabilistic_sharpe_ratio(PAPER_SR, length, -3, 10) == pytest.approx(0.95)
+    assert minimum_track_record_length(-0.1) == float("inf")
+    # Fat left tails need a longer record than normal returns with the same Sharpe ratio.
+    assert length > minimum_track_record_length(PAPER_SR)
+
+
+def test_expected_maximum_is_close_to_the_simulated_maximum_of_normals() -> None:
+    # E[max of 100 standard normals] = 2.5076 (tables); the approximation gives 2.5305.
+    assert expected_maximum_sharpe(100, 1.0) == pytest.approx(2.5076, rel=0.01)
+    assert expected_maximum_sharpe(1, 1.0) == 0.0
+
+
+def test_luck_only_returns_are_not_significant_and_a_real_edge_is() -> None:
+    rng = np.random.default_rng(7)
+    luck = sharpe_significance(0.01 * rng.standard_normal(1000), n_trials=20)
+    edge = sharpe_significance(0.002 + 0.01 * rng.standard_normal(1000), n_trials=20)
+    assert luck["deflated_sharpe"] < 0.95 and luck["deflated_sharpe"] <= luck["probabilistic_sharpe"]
+    assert edge["deflated_sharpe"] > 0.95
+    assert edge["n_trials"] == 20 and edge["n_observations"] == 1000
+
+
+def _study(storage: str, name: str) -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=storage)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 3:
+            raise optuna.TrialPruned()
+        if trial.number == 4:
+            raise RuntimeError("a failed trial")
+        return x
+
+    study.optimize(objective, n_trials=5, catch=(RuntimeError,))
+    return study
+
+
+def test_count_trials_reads_a_real_study_and_creates_nothing(tmp_path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    missing = tmp_path / "none.db"
+    assert count_trials(f"sqlite:///{missing}", "study") == 0
+    assert not missing.exists()
+    database = tmp_path / "tuning.db"
+    storage = f"sqlite:///{database}"
+    _study(storage, "study")
+    # 3 complete + 1 pruned count; the failed trial gave no result.
+    assert count_trials(storage, "study") == 4
+    assert count_trials(storage, "another") == 0
+    assert optuna.get_all_study_names(storage) == ["study"]
+    assert count_trials(None, "study") == 0
+
+
+def test_count_trials_reads_a_journal_file(tmp_path) -> None:
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "journal.log"
+    assert count_trials(str(path), "study") == 0 and not path.exists()
+    _study(optuna.storages.JournalStorage(JournalFileBackend(str(path))), "study")
+    assert count_trials(str(path), "study") == 4

@@ -1,0 +1,80 @@
+"""Fixtures of the ingestion tests: real candles (or random-walk ones when the shared data are
+absent), a loopback Binance server and a client tuned for tests (no throttle, fast backoff)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+import pytest
+
+from tests.ingestion.binance_server import BinanceFuturesServer, random_walk_candles
+from trading_engine.data.schema import TIMESTAMP_DTYPE
+from trading_engine.data.synthetic import generate_funding_rates
+from trading_engine.exchange import ExchangeClient, RetryPolicy, WeightBudget
+
+FAST_RETRY = RetryPolicy(
+    max_attempts=6, backoff_base_s=0.01, backoff_max_s=0.05, max_retry_after_s=5.0
+)
+CLIENT_TIMEOUT_S = 0.5
+
+
+def _real_or_random(request: pytest.FixtureRequest, name: str, seed: int) -> pd.DataFrame:
+    try:
+        folder = request.getfixturevalue("shared_data_dir")
+        frame = pd.read_parquet(folder / "binance_futures_1m" / f"{name}_USDT_1m.parquet")
+    except pytest.skip.Exception:
+        frame = random_walk_candles(43_200, "1m", start="2025-05-25 10:33", seed=seed)
+    frame["timestamp"] = frame["timestamp"].astype(TIMESTAMP_DTYPE)
+    return frame.reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def btc_1m(request: pytest.FixtureRequest) -> pd.DataFrame:
+    """A month of BTC perpetual 1m candles (43,199 real ones from ../shared/data when present)."""
+    return _real_or_random(request, "BTC", seed=1)
+
+
+@pytest.fixture(scope="session")
+def eth_1m(request: pytest.FixtureRequest) -> pd.DataFrame:
+    return _real_or_random(request, "ETH", seed=2)
+
+
+@pytest.fixture(scope="session")
+def funding(btc_1m: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Funding settlements over the candles' month, keyed by market id (BTCUSDT, ETHUSDT)."""
+    start, end = btc_1m["timestamp"].iloc[0], btc_1m["timestamp"].iloc[-1]
+    rates = generate_funding_rates(["BTC/USDT", "ETH/USDT"], start, end, seed=3)
+    return {symbol.split("/")[0] + "USDT": frame for symbol, frame in rates.items()}
+
+
+@pytest.fixture
+def exchange_server() -> Iterator[Callable[..., BinanceFuturesServer]]:
+    """make(candles, funding=None, **options) -> a started loopback server, stopped afterwards."""
+    servers: list[BinanceFuturesServer] = []
+
+    def make(candles, funding=None, **options) -> BinanceFuturesServer:
+        server = BinanceFuturesServer(candles, funding, **options).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def client_for() -> Callable[..., ExchangeClient]:
+    """client_for(server, budget=None) -> the real ccxt client against the loopback server, with
+    no throttle (unless a budget is given) and millisecond backoff."""
+
+    def make(server: BinanceFuturesServer, budget: WeightBudget | None = None) -> ExchangeClient:
+        return ExchangeClient(
+            api_url=server.url,
+            timeout_s=CLIENT_TIMEOUT_S,
+            retry=FAST_RETRY,
+            budget=budget or WeightBudget(limit=None),
+            seed=0,
+        )
+
+    return make
