@@ -37,7 +37,7 @@ SIZES = {
     "demo": {"seq_len": 32, "transformer": {"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64, "dropout": 0.1},
              "tcn": {"channels": 32, "n_blocks": 3, "kernel_size": 3, "dropout": 0.1}, "steps": 10, "rounds": 5},
     "brief": {"seq_len": 64, "transformer": {"d_model": 128, "n_heads": 8, "n_layers": 4, "d_ff": 512, "dropout": 0.1},
-              "tcn": {"channels": 128, "n_blocks": 4, "kernel_size": 3, "dropout": 0.1}, "steps": 2, "rounds": 2},
+              "tcn": {"channels": 128, "n_blocks": 4, "kernel_size": 3, "dropout": 0.1}, "steps": 2, "rounds": 3},
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tests.evaluation.builders import HORIZON, market_frame
+from tests.evaluation.builders import HORIZON, evaluation_inputs, market_frame
 from trading_engine.backtest import CostModel
 from trading_engine.backtest.baselines import (
     LogisticBaseline,
@@ -16,7 +16,14 @@ from trading_engine.backtest.baselines import (
     random_positions,
 )
 from trading_engine.backtest.engine import simulate
-from trading_engine.backtest.metrics import sharpe_ratio
+from trading_engine.backtest.evaluation import (
+    DailyPortfolio,
+    EvaluationSettings,
+    fit_logistic_baselines,
+    fold_layouts,
+)
+from trading_engine.backtest.metrics import daily_returns, sharpe_ratio
+from trading_engine.backtest.portfolio import align_market, portfolio_returns, trade_positions
 
 
 def test_momentum_and_mean_reversion_are_invariant_to_truncation() -> None:
@@ -73,3 +80,31 @@ def test_logistic_baseline_learns_a_planted_feature_from_training_rows_only() ->
     np.testing.assert_allclose(refit.probability_up(test[features].to_numpy()), up)
     one_class = LogisticBaseline.fit(train[features].iloc[:10], np.ones(10))
     assert (one_class.probability_up(test[features].to_numpy()) == 1.0).all()
+
+
+def test_fast_daily_portfolio_equals_the_shared_portfolio_returns() -> None:
+    predictions, market, _ = evaluation_inputs()
+    aligned = align_market(predictions.loc[predictions["segment"] == "test"], market)
+    positions = np.random.default_rng(4).choice([-1.0, 0.0, 1.0], len(aligned))
+    bars = trade_positions(aligned, positions, CostModel())
+    expected = daily_returns(portfolio_returns(bars)).to_numpy()
+    np.testing.assert_allclose(DailyPortfolio(aligned).daily(bars["net_return"].to_numpy()), expected, atol=1e-15)
+
+
+def test_logistic_baselines_read_only_each_folds_training_rows() -> None:
+    predictions, market, summary = evaluation_inputs()
+    layouts = fold_layouts(summary)
+    settings = EvaluationSettings(horizon=HORIZON)
+    models = fit_logistic_baselines(predictions, market, layouts, settings, {0, 1})
+    assert set(models) == {("5m", 0), ("5m", 1)}
+    train_end = pd.Timestamp(layouts["5m"]["folds"][0]["train"]["end"])
+    changed = {}
+    for series, frame in market.items():
+        frame = frame.copy()
+        later = frame.index > train_end
+        frame.loc[later, ["feat_noise", "feat_hint"]] = 7.0
+        frame.loc[later, f"target_binary_{HORIZON}"] = 1.0
+        changed[series] = frame
+    again = fit_logistic_baselines(predictions, changed, layouts, settings, {0, 1})
+    np.testing.assert_array_equal(again[("5m", 0)].model.coef_, models[("5m", 0)].model.coef_)
+    assert not np.array_equal(again[("5m", 1)].model.coef_, models[("5m", 1)].model.coef_)  # fold 1 trains later

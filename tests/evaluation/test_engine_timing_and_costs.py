@@ -8,7 +8,12 @@ import pytest
 
 from trading_engine.backtest import CostModel, TradingRule, simulate
 from trading_engine.backtest.engine import bar_returns
-from trading_engine.backtest.portfolio import align_market, portfolio_returns, strategy_returns, trade_positions
+from trading_engine.backtest.portfolio import (
+    align_market,
+    portfolio_returns,
+    strategy_returns,
+    trade_positions,
+)
 
 
 def test_a_signal_at_t_never_earns_bar_t_return() -> None:

@@ -439,3 +439,25 @@ def test_a_failure_that_outlasts_the_retries_keeps_the_committed_pages_and_the_r
 
     sync_candles(client_for(server), store, ["BTC/USDT"], ["1m"], since, None, settings)
     pd.testing.assert_frame_equal(store.read("BTC_USDT_1m"), _expected(candles))
+
+
+def test_a_ban_longer_than_the_retry_limit_fails_at_once_with_the_wait_asked(
+    exchange_server, client_for, btc_1m, tmp_path
+):
+    server = exchange_server({("BTCUSDT", "1m"): btc_1m.iloc[:3000]})
+    ban = '{"code":-1003,"msg":"Way too many requests; IP banned until 1750000000000."}'
+    server.inject(Fault("status", status=418, body=ban, headers={"Retry-After": "7200"}, after=1))
+    store = SeriesStore(tmp_path)
+
+    with pytest.raises(RetriesExhaustedError, match="wait 7200 s.*418 means the IP is banned"):
+        sync_candles(
+            client_for(server),
+            store,
+            ["BTC/USDT"],
+            ["1m"],
+            _ms(btc_1m["timestamp"].iloc[0]),
+            None,
+            QUIET,
+        )
+
+    assert server.count("klines") == 2

@@ -127,3 +127,17 @@ def test_files_source_stores_the_files_candles_with_their_provenance(tmp_path, b
     pd.testing.assert_frame_equal(stored, btc_1m.iloc[:500].reset_index(drop=True))
     assert stored.attrs["provenance"]["source"] == "files"
     assert raw_funding["BTC_USDT"]().empty  # files carry no funding: the backtest charges none
+
+
+def test_a_perpetual_without_settlements_in_the_range_gives_an_empty_funding_table(
+    tmp_path, exchange_server, btc_1m
+):
+    server = exchange_server({("BTCUSDT", "1m"): btc_1m.iloc[:100]})  # serves no funding
+    params = {"source": "exchange", "api_url": server.url, "symbols": ["BTC/USDT"], "timeframes": ["1m"],
+              "start": btc_1m["timestamp"].iloc[0].isoformat(), "end": None, "download": {"progress": False}}  # fmt: skip
+
+    raw_funding, report = ingest_funding_rates(SeriesStore(tmp_path), params)
+
+    table = raw_funding["BTC_USDT"]()
+    assert table.empty and list(table.columns) == ["timestamp", "funding_rate"]
+    assert report["BTC_USDT"]["added"] == 0

@@ -26,12 +26,21 @@ from trading_engine.backtest.baselines import (
 )
 from trading_engine.backtest.costs import CostModel
 from trading_engine.backtest.engine import simulate
-from trading_engine.backtest.metrics import DAYS_PER_YEAR, daily_returns, performance_metrics, sharpe_ratio
-from trading_engine.backtest.portfolio import align_market, bar_values, portfolio_returns, trade_positions
+from trading_engine.backtest.metrics import (
+    DAYS_PER_YEAR,
+    daily_returns,
+    performance_metrics,
+    sharpe_ratio,
+)
+from trading_engine.backtest.portfolio import (
+    align_market,
+    bar_values,
+    portfolio_returns,
+    trade_positions,
+)
 from trading_engine.backtest.prediction_metrics import prediction_metrics
 from trading_engine.backtest.rules import TradingRule, target_positions
 from trading_engine.backtest.selection import thresholds_by_fold
-from trading_engine.backtest.significance import sharpe_significance
 from trading_engine.data.schema import parse_series_key, timeframe_to_milliseconds
 from trading_engine.training.splits import Segment
 
@@ -223,12 +232,12 @@ def random_baseline(aligned: pd.DataFrame, model: np.ndarray, costs: CostModel, 
     profile = TurnoverProfile.of(model, starts)
     portfolio = DailyPortfolio(aligned)
     sharpes, turnovers = np.empty(settings.random_seeds), np.empty(settings.random_seeds)
-    market = (aligned["open"].to_numpy(), aligned["close"].to_numpy(), costs, aligned["funding_rate"].to_numpy())
+    bars = (aligned["open"].to_numpy(), aligned["close"].to_numpy(), costs, aligned["funding_rate"].to_numpy())
     for draw in tqdm(range(settings.random_seeds), desc="random baselines", leave=False):
-        result = simulate(random_positions(profile, starts, rng), *market, segment_starts=starts)
+        result = simulate(random_positions(profile, starts, rng), *bars, segment_starts=starts)
         sharpes[draw] = sharpe_ratio(portfolio.daily(result.net_return), DAYS_PER_YEAR)
         turnovers[draw] = result.turnover.sum()
-    model_turnover = simulate(model, *market, segment_starts=starts).turnover.sum()
+    model_turnover = simulate(model, *bars, segment_starts=starts).turnover.sum()
     p05, p50, p95 = np.percentile(sharpes, [5, 50, 95])
     return {
         "n_seeds": settings.random_seeds,
@@ -246,15 +255,9 @@ def random_baseline(aligned: pd.DataFrame, model: np.ndarray, costs: CostModel, 
 def _strategy_entry(bars: pd.DataFrame, n_trials: int, confidence: float) -> dict[str, Any]:
     """Performance metrics and significance of the portfolio and of each series."""
 
-    def measured(rows: pd.DataFrame) -> dict[str, Any]:
-        metrics = performance_metrics(rows)
-        daily = daily_returns(portfolio_returns(rows)).to_numpy()
-        significance = sharpe_significance(daily, n_trials, confidence=confidence)
-        significance["min_track_record_length_days"] = significance.pop("min_track_record_length")
-        return {**metrics, **significance}
-
-    per_series = {str(series): measured(rows) for series, rows in bars.groupby("series", sort=True, observed=True)}
-    return {"portfolio": measured(bars), "per_series": per_series}
+    per_series = {str(series): performance_metrics(rows, n_trials, confidence)
+                  for series, rows in bars.groupby("series", sort=True, observed=True)}
+    return {"portfolio": performance_metrics(bars, n_trials, confidence), "per_series": per_series}
 
 
 def _with_before_costs(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trading_engine.backtest.portfolio import portfolio_returns
+from trading_engine.backtest.significance import sharpe_significance
 from trading_engine.data.schema import parse_series_key, timeframe_to_timedelta
 
 DAYS_PER_YEAR = 365  # crypto trades every day
@@ -190,9 +191,10 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def performance_metrics(bars: pd.DataFrame) -> dict[str, Any]:
+def performance_metrics(bars: pd.DataFrame, n_trials: int | None = None, confidence: float = 0.95) -> dict[str, Any]:
     """Every performance metric of the per-bar results `bars` of one or several series (an
-    equal-weight portfolio of them). See docs/metrics.md for the definitions."""
+    equal-weight portfolio of them). With `n_trials`, also the significance of its daily Sharpe
+    ratio (PSR, DSR over n_trials, MinTRL in days at `confidence`). See docs/metrics.md."""
     if bars.empty:
         return {"n_bars": 0}
     returns = portfolio_returns(bars, "net_return")
@@ -213,6 +215,10 @@ def performance_metrics(bars: pd.DataFrame) -> dict[str, Any]:
     elapsed_days = elapsed_time(pd.DatetimeIndex(returns.index), bar) / DAY
     max_dd = max_drawdown(returns)
     growth = cagr(returns, bar)
+    significance = {}
+    if n_trials is not None:
+        significance = sharpe_significance(daily.to_numpy(), n_trials, confidence=confidence)
+        significance["min_track_record_length_days"] = significance.pop("min_track_record_length")
     return {
         "sharpe": sharpe_ratio(daily.to_numpy(), DAYS_PER_YEAR),
         "sharpe_per_bar": sharpe_ratio(returns.to_numpy(), periods_per_year(bar)),
@@ -240,4 +246,5 @@ def performance_metrics(bars: pd.DataFrame) -> dict[str, Any]:
         "n_series": n_series,
         "start": pd.Timestamp(returns.index[0]).isoformat(),
         "end": pd.Timestamp(returns.index[-1]).isoformat(),
+        **significance,
     }

@@ -110,6 +110,9 @@ def portfolio_returns(trades: pd.DataFrame, column: str = "net_return") -> pd.Se
     if trades.empty:
         return pd.Series(dtype=np.float64, name=column)
     n_series = trades["series"].nunique()
+    timestamps = pd.DatetimeIndex(trades["timestamp"])
+    if n_series == 1 and timestamps.is_monotonic_increasing and timestamps.is_unique:
+        return pd.Series(trades[column].to_numpy(dtype=np.float64), index=timestamps, name=column)
     returns = trades.groupby("timestamp", sort=True)[column].sum() / n_series
     returns.index = pd.DatetimeIndex(returns.index)
     return returns.astype(np.float64).rename(column)

@@ -19,7 +19,12 @@ import numpy as np
 import pandas as pd
 
 from trading_engine.backtest.costs import CostModel
-from trading_engine.backtest.metrics import bar_length, periods_per_year, sharpe_daily_annualised, sharpe_ratio
+from trading_engine.backtest.metrics import (
+    bar_length,
+    periods_per_year,
+    sharpe_daily_annualised,
+    sharpe_ratio,
+)
 from trading_engine.backtest.portfolio import align_market, portfolio_returns, trade_positions
 from trading_engine.backtest.rules import TradingRule, target_positions
 

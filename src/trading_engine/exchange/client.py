@@ -79,7 +79,6 @@ class RetryPolicy:
 class RequestStats:
     requests: int = 0
     retries: int = 0
-    seconds_backing_off: float = 0.0
 
 
 class ExchangeClient:
@@ -94,7 +93,6 @@ class ExchangeClient:
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         budget: WeightBudget | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
     ) -> None:
         if not hasattr(ccxt, exchange_id):
@@ -105,7 +103,6 @@ class ExchangeClient:
         self.retry = retry or RetryPolicy()
         self.budget = budget or WeightBudget()
         self.stats = RequestStats()
-        self._sleep = sleep
         self._rng = random.Random(seed)
         self._clock_offset_ms = 0
         self.exchange = self._connect()
@@ -150,7 +147,6 @@ class ExchangeClient:
             timeout_s=self.timeout_s,
             retry=self.retry,
             budget=self.budget,
-            sleep=self._sleep,
             seed=self._rng.randrange(2**32),
         )
         if self.exchange.markets:
@@ -163,22 +159,19 @@ class ExchangeClient:
 
     # ------------------------------------------------------------------ retries
 
-    def call(
-        self, what: str, request: Callable[[], T], check: Callable[[T], None] | None = None
-    ) -> T:
-        """Run `request` (one ccxt call) with retries; `check` raises MalformedResponseError on
-        an answer that must not be used. `what` names the request in messages."""
+    def call(self, what: str, request: Callable[[], Any], parse: Callable[[Any], T]) -> T:
+        """`parse(request())` with retries: `request` is one ccxt call, `parse` turns its answer
+        into the result or raises MalformedResponseError on an answer that must not be used
+        (retried too). `what` names the request in messages."""
         attempt = 0
         while True:
             attempt += 1
             self.exchange.last_json_response = None
             self.stats.requests += 1
             try:
-                answer = request()
-                if check is not None:
-                    check(answer)
+                result = parse(request())
                 self._observe_headers()
-                return answer
+                return result
             except ccxt.OperationFailed as error:
                 self._observe_headers()
                 retry_after = self._retry_after(error)
@@ -207,8 +200,7 @@ class ExchangeClient:
                     delay,
                 )
                 self.stats.retries += 1
-                self.stats.seconds_backing_off += delay
-                self._sleep(delay)
+                time.sleep(delay)
 
     def _retry_after(self, error: Exception) -> float | None:
         if not isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
@@ -232,17 +224,19 @@ class ExchangeClient:
     def load(self) -> None:
         """Load the markets and measure the exchange's clock (two requests, retried)."""
 
-        def markets_loaded(markets: dict) -> None:
+        def markets_loaded(markets: dict) -> dict:
             if not markets:  # ccxt returns {} on a garbage exchangeInfo
                 raise MalformedResponseError("exchangeInfo gave no markets")
+            return markets
 
         self.call("load markets", lambda: self.exchange.load_markets(reload=True), markets_loaded)
         self.sync_clock()
 
     def sync_clock(self) -> None:
-        def is_time(value: Any) -> None:
+        def is_time(value: Any) -> int:
             if not isinstance(value, int):
                 raise MalformedResponseError(f"server time is {value!r}")
+            return value
 
         before = time.time()
         server_ms = self.call("fetch server time", self.exchange.fetch_time, is_time)
@@ -293,20 +287,20 @@ class ExchangeClient:
         retried (see `history.py`)."""
         params = {} if until_ms is None else {"until": int(until_ms)}
 
-        def well_formed(rows: list) -> None:
+        def parsed(rows: list) -> np.ndarray:
             self._check_json_list("klines")
-            _check_rows(rows, 6, "klines")
-            if expect_data and not rows:  # ccxt keeps only rows at or after since
+            array = _finite_rows(rows, 6, "klines")
+            if expect_data and not len(array):  # ccxt keeps only rows at or after since
                 raise MalformedResponseError(
                     "klines gave no candle at or after startTime although closed candles should exist"
                 )
+            return array
 
-        rows = self.call(
+        return self.call(
             f"{symbol} {timeframe} klines from {_iso(since_ms)}",
             lambda: self.exchange.fetch_ohlcv(symbol, timeframe, int(since_ms), limit, params),
-            well_formed,
+            parsed,
         )
-        return np.asarray(rows, dtype="float64").reshape(-1, 6)
 
     def fetch_funding_rates(
         self,
@@ -319,20 +313,16 @@ class ExchangeClient:
         time in ms, rate. An empty page is a valid answer (no settlement since)."""
         params = {} if until_ms is None else {"until": int(until_ms)}
 
-        def well_formed(rows: list) -> None:
+        def parsed(rows: list) -> np.ndarray:
             self._check_json_list("fundingRate")
-            _check_rows(
-                [[r.get("timestamp"), r.get("fundingRate")] for r in rows], 2, "fundingRate"
-            )
+            pairs = [[row.get("timestamp"), row.get("fundingRate")] for row in rows]
+            return _finite_rows(pairs, 2, "fundingRate")
 
-        rows = self.call(
+        return self.call(
             f"{symbol} funding rates from {_iso(since_ms)}",
             lambda: self.exchange.fetch_funding_rate_history(symbol, int(since_ms), limit, params),
-            well_formed,
+            parsed,
         )
-        return np.asarray(
-            [[r["timestamp"], r["fundingRate"]] for r in rows], dtype="float64"
-        ).reshape(-1, 2)
 
     def _check_json_list(self, endpoint: str) -> None:
         """ccxt turns a body that is not JSON into [] or rows of None; its parsed JSON tells."""
@@ -342,11 +332,12 @@ class ExchangeClient:
             )
 
 
-def _check_rows(rows: list, width: int, endpoint: str) -> None:
+def _finite_rows(rows: list, width: int, endpoint: str) -> np.ndarray:
+    """Rows of `width` finite numbers -> float64 array (n, width); MalformedResponseError else."""
     if not isinstance(rows, list):
         raise MalformedResponseError(f"{endpoint} gave {type(rows).__name__}, not rows")
     if not rows:
-        return
+        return np.empty((0, width))
     try:
         array = np.asarray(rows, dtype="float64")
     except (TypeError, ValueError) as error:
@@ -355,6 +346,7 @@ def _check_rows(rows: list, width: int, endpoint: str) -> None:
         ) from error
     if array.ndim != 2 or array.shape[1] != width or not np.isfinite(array).all():
         raise MalformedResponseError(f"{endpoint} rows are not {width} finite numbers each")
+    return array
 
 
 def _parseable(timeframe: str) -> bool:

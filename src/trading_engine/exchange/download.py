@@ -76,16 +76,19 @@ class SeriesReport:
     def line(self) -> str:
         rate = self.added / self.seconds if self.seconds > 0 else 0.0
         unit = "candles" if self.kind == "candles" else "funding rates"
+        stored = (
+            f"stored {self.stored_from} -> {self.stored_to}"
+            if self.stored_from
+            else "nothing stored"
+        )
         text = (
             f"{self.key}: +{self.added:,} {unit} in {self.seconds:.1f} s ({rate:,.0f}/s), "
-            f"{self.requests} requests, {self.retries} retries; stored {self.stored_from} -> {self.stored_to}"
+            f"{self.requests} requests, {self.retries} retries; {stored}"
         )
         if self.kind == "candles":
-            text += f"; {self.gap_count} gaps" + (
-                f" ({self.missing_candles:,} candles missing, longest {self.longest_gap:,})"
-                if self.gap_count
-                else ""
-            )
+            text += f"; {self.gap_count} gaps"
+            if self.gap_count:
+                text += f" ({self.missing_candles:,} candles missing, longest {self.longest_gap:,})"
         return text
 
     def to_dict(self) -> dict:
@@ -136,8 +139,10 @@ def sync_candles(
             worker, store, market, timeframe, start_ms, end_ms, settings, position, stop
         )
 
+    # the longest series (the shortest timeframe) first, so that they run side by side
+    by_length = sorted(timeframes, key=timeframe_to_milliseconds)
     return _run(
-        client, [task(markets[s], tf) for s in symbols for tf in timeframes], settings.max_workers
+        client, [task(markets[s], tf) for tf in by_length for s in symbols], settings.max_workers
     )
 
 

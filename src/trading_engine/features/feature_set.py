@@ -217,8 +217,7 @@ def _volume(f: _FeatureWriter, c: Candles) -> None:
     volume_20 = ind.rolling_sum(volume, 20)
     f["feat_obv_slope"] = ind.safe_divide(
         ind.rolling_sum(ind.on_balance_volume_flow(close, volume), 20), volume_20, 0.0)
-    f["feat_mfv_sum_20"] = ind.safe_divide(
-        ind.rolling_sum(ind.money_flow_volume(high, low, close, volume), 20), volume_20, 0.0)
+    f["feat_mfv_sum_20"] = ind.chaikin_money_flow(high, low, close, volume, 20)
 
 
 def _microstructure(f: _FeatureWriter, c: Candles, log_return: np.ndarray) -> None:

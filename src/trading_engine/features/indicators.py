@@ -210,7 +210,8 @@ def volume_weighted_average_price(high: Array, low: Array, close: Array, volume:
     total_volume = rolling_sum(volume, window)
     vwap = safe_divide(rolling_sum(typical * volume, window), total_volume, np.nan)
     no_volume = total_volume == 0
-    vwap[no_volume] = rolling_mean(typical, window)[no_volume]
+    if no_volume.any():
+        vwap[no_volume] = rolling_mean(typical, window)[no_volume]
     return vwap
 
 

@@ -1,6 +1,6 @@
 """A temporal convolutional network (Bai, Kolter & Koltun, 2018) read out at the window's last bar.
 
-    features (B, L, F) -> (B, F, L) -> n_blocks x residual [dilated causal conv -> GELU -> dropout] x 2,
+    features (B, L, F) -> (B, F, L) -> n_blocks x residual [dilated causal conv -> ReLU -> dropout] x 2,
     dilation 1, 2, 4, ... -> last bar's vector (B, C) -> classification / regression / confidence
 
 Every convolution is padded on the left only, so the output at t sees inputs <= t. The receptive
@@ -50,9 +50,9 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, T) -> (B, C_out, T)
-        h = self.dropout(F.gelu(self.conv1(x)))
-        h = self.dropout(F.gelu(self.conv2(h)))
-        return F.gelu(h + self.skip(x))
+        h = self.dropout(F.relu(self.conv1(x)))
+        h = self.dropout(F.relu(self.conv2(h)))
+        return F.relu(h + self.skip(x))
 
 
 class TCN(nn.Module):

@@ -22,7 +22,12 @@ from typing import Any
 import pandas as pd
 
 from trading_engine.data import files, quality, synthetic
-from trading_engine.data.schema import normalise_symbol, parse_series_key, series_key
+from trading_engine.data.schema import (
+    TIMESTAMP_DTYPE,
+    normalise_symbol,
+    parse_series_key,
+    series_key,
+)
 from trading_engine.data.storage import SeriesStore
 from trading_engine.exchange import (
     DownloadSettings,
@@ -79,13 +84,7 @@ def ingest_funding_rates(
     symbols = [normalise_symbol(s) for s in params["symbols"]]
     if source == "files":
         logger.warning("source 'files' has no funding rates: raw_funding_rates are empty tables")
-        empty = pd.DataFrame(
-            {
-                "timestamp": pd.Series([], dtype="datetime64[us, UTC]"),
-                "funding_rate": pd.Series([], dtype="float64"),
-            }
-        )
-        return {funding_key(s): partial(empty.copy) for s in symbols}, {}
+        return {funding_key(s): _no_funding_rates for s in symbols}, {}
     if source == "exchange":
         reports = sync_funding_rates(
             exchange_client(params),
@@ -114,7 +113,8 @@ def ingest_funding_rates(
         }
         summary = _replace_series(funding_store, frames, source)
     return {
-        funding_key(s): partial(funding_store.read, funding_key(s), start, end) for s in symbols
+        funding_key(s): partial(_stored_funding_rates, funding_store, funding_key(s), start, end)
+        for s in symbols
     }, summary
 
 
@@ -301,6 +301,25 @@ def _replace_series(
         summary[key] = {"key": key, "source": source, "rows": rows}
         logger.info("%s: %s rows from source %r", key, f"{rows:,}", source)
     return summary
+
+
+def _no_funding_rates() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "timestamp": pd.Series([], dtype=TIMESTAMP_DTYPE),
+            "funding_rate": pd.Series([], dtype="float64"),
+        }
+    )
+
+
+def _stored_funding_rates(
+    store: SeriesStore, key: str, start: pd.Timestamp, end: pd.Timestamp | None
+) -> pd.DataFrame:
+    """The stored settlements, or an empty table when the exchange had none in the range."""
+    if store.provenance(key) is None:
+        logger.warning("%s: no funding settlement between %s and %s", key, start, end or "now")
+        return _no_funding_rates()
+    return store.read(key, start, end)
 
 
 # ------------------------------------------------------------------ validation

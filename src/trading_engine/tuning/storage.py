@@ -1,0 +1,108 @@
+"""Where a study lives: `tuning.storage` is a database URL or a journal file path.
+
+- `sqlite:///data/06_models/optuna.db` (relative to the project root, where Kedro runs) or
+  `sqlite:////abs/path.db`: one process at a time (SQLite locks under concurrent writers).
+- `postgresql://user@host:5432/db` (or `mysql+pymysql://...`): any number of workers on any
+  number of machines. Keep the password out of the URL: libpq reads PGPASSWORD or ~/.pgpass.
+- a plain file path, e.g. `data/06_models/optuna_journal.log`: Optuna's journal file storage,
+  safe for several processes on ONE machine (file locks), no server needed.
+
+These are the forms `trading_engine.backtest.significance.count_trials` reads, so the evaluation
+counts the trials of the same study for the deflated Sharpe ratio.
+
+A run that is killed leaves its trial RUNNING. On the next start, `fail_orphaned_trials` marks
+RUNNING trials of this machine whose worker process no longer exists as FAIL; database storages
+also keep a heartbeat, so a trial of a worker that died on another machine fails after the grace
+period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+logger = logging.getLogger(__name__)
+
+FAIL_REASON = "fail_reason"  # user attribute of a failed trial: why it failed
+WORKER_HOST, WORKER_PID = "worker_host", "worker_pid"  # user attributes: who ran the trial
+
+
+def is_database_url(storage: str) -> bool:
+    return "://" in storage
+
+
+def open_storage(storage: str, heartbeat_interval_s: int | None = 60, grace_period_s: int | None = 180) -> BaseStorage:
+    """The Optuna storage for a `tuning.storage` value; creates the SQLite or journal file's folder."""
+    if not storage:
+        raise ValueError("tuning.storage is empty: give a database URL or a journal file path")
+    if not is_database_url(storage):
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    scheme = urlsplit(storage).scheme
+    if scheme == "journal":
+        raise ValueError(f"{storage!r}: a journal storage is given as a plain file path, "
+                         "e.g. data/06_models/optuna_journal.log")
+    if scheme.startswith("sqlite"):
+        database = storage.split(":///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return RDBStorage(storage, heartbeat_interval=heartbeat_interval_s, grace_period=grace_period_s,
+                      failed_trial_callback=_record_stale_trial if heartbeat_interval_s else None)
+
+
+def redact(storage: str) -> str:
+    """The storage URL without its password, for logs and reports."""
+    if not is_database_url(storage):
+        return storage
+    parts = urlsplit(storage)
+    if parts.password is None:
+        return storage
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def worker_identity() -> dict[str, str | int]:
+    return {WORKER_HOST: socket.gethostname(), WORKER_PID: os.getpid()}
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials started on this machine by a process that no longer exists
+    (a killed run); returns their numbers. Trials of live workers are left alone."""
+    host, storage = socket.gethostname(), study._storage
+    orphaned = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get(WORKER_PID)
+        if trial.user_attrs.get(WORKER_HOST) != host or pid is None or _process_exists(int(pid)):
+            continue
+        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON,
+                                    f"orphaned: worker process {pid} on {host} ended during the trial")
+        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            orphaned.append(trial.number)
+    if orphaned:
+        logger.warning("marked the trials %s of dead workers on this machine as FAIL", orphaned)
+    return orphaned
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _record_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Heartbeat callback: the trial was set to FAIL because its worker stopped beating."""
+    study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON,
+                                       "stale: no heartbeat within the grace period (worker died?)")

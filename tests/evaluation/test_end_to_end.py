@@ -1,0 +1,67 @@
+"""The whole default pipeline (ingestion -> features -> training -> evaluation) on small synthetic
+markets, in a temporary copy of the project's configuration: a random walk must not look
+significant, a planted signal must be found."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+LAYERS = ("raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting")
+
+
+def _run(tmp_path: Path, project_root: Path, signal_strength: float) -> dict:
+    project = tmp_path / "project"
+    shutil.copytree(project_root / "conf" / "base", project / "conf" / "base")
+    shutil.copy(project_root / "pyproject.toml", project / "pyproject.toml")
+    (project / "src").mkdir()
+    (project / "conf" / "local").mkdir()
+    test_env = project / "conf" / "test"
+    test_env.mkdir()
+    (test_env / "globals.yml").write_text(yaml.safe_dump(
+        {"paths": {layer: str(tmp_path / "data" / layer) for layer in LAYERS}}))
+    parameters = {
+        "ingestion": {"timeframes": ["1h"], "start": "2025-01-01", "end": "2025-04-01",
+                      "download": {"progress": False}, "synthetic": {"seed": 3, "signal_strength": signal_strength}},
+        "features": {"targets": {"horizons": [3]}},
+        "training": {"timeframe": "1h", "horizon": 3, "seq_len": 8, "batch_size": 128, "learning_rate": 3e-3,
+                     "weight_decay": 0.0, "max_epochs": 3, "patience": 1, "max_samples_per_epoch": 2048,
+                     "device": "cpu", "progress": False,
+                     "transformer": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32, "dropout": 0.0},
+                     "folds": {"n_folds": 2, "validation_fraction": 0.1, "test_fraction": 0.15,
+                               "holdout_fraction": 0.15}},
+        "evaluation": {"settings": {"random_seeds": 50}},
+        "tuning": {"storage": f"sqlite:///{tmp_path / 'tuning.db'}", "study_name": "no_study"},
+    }
+    (test_env / "parameters_end_to_end.yml").write_text(yaml.safe_dump(parameters))
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="test") as session:
+        session.run()
+    reporting = tmp_path / "data" / "reporting"
+    assert (reporting / "backtest_report.md").is_file() and (reporting / "backtest_equity_curves.png").is_file()
+    return json.loads((reporting / "backtest_metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_random_walk_is_not_significant(tmp_path, project_root) -> None:
+    metrics = _run(tmp_path, project_root, signal_strength=0.0)
+    for period in ("out_of_sample", "holdout"):
+        after_costs = metrics["portfolio"][period]
+        assert after_costs["deflated_sharpe"] < 0.5
+        assert after_costs["before_costs"]["deflated_sharpe"] < 0.95
+    assert metrics["portfolio"]["n_trials"] == 5  # no Optuna study: the five threshold candidates
+
+
+@pytest.mark.slow
+def test_a_planted_signal_is_found(tmp_path, project_root) -> None:
+    metrics = _run(tmp_path, project_root, signal_strength=0.8)
+    for period in ("out_of_sample", "holdout"):
+        assert metrics["portfolio"][period]["deflated_sharpe"] > 0.95  # after costs
+        assert metrics["comparison"][period]["random"]["model_beats"]
+        assert metrics["model"][period]["information_coefficient"] > 0.2
