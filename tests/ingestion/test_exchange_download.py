@@ -125,7 +125,7 @@ def test_each_fault_is_survived_with_nothing_lost_or_duplicated(
     assert server.pending_faults == 0
     pd.testing.assert_frame_equal(store.read("BTC_USDT_1m"), _expected(candles))
     if fault.kind != "duplicate":
-        assert report.retries == 1
+        assert report.retries >= 1  # the fault was met and retried
     if "Retry-After" in fault.headers:
         assert elapsed >= 1.0  # the exchange's Retry-After, not our 10 ms backoff
 

@@ -4,12 +4,14 @@ pipeline's nodes), and tiny training / tuning parameters, for the tuning tests."
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+from kedro.config import OmegaConfigLoader
 
 from trading_engine.data.schema import series_key
 from trading_engine.data.synthetic import generate_candles, generate_funding_rates
@@ -27,7 +29,7 @@ def make_model_input(days: int = 100, signal_strength: float = 0.05, seed: int =
     candle_parts = {series_key(symbol, TIMEFRAME): (lambda frame=frame: frame) for symbol, frame in candles.items()}
     funding_parts = {series_key(symbol, TIMEFRAME).rsplit("_", 1)[0]: (lambda frame=frame: frame)
                      for symbol, frame in funding.items()}
-    params = copy.deepcopy(project_parameters()["features"])
+    params = project_parameters()["features"]
     params["targets"]["horizons"] = [5]  # a short purge keeps the tiny folds long enough
     tables = compute_feature_tables(candle_parts, params)
     inputs = build_model_inputs(tables, candle_parts, funding_parts, params)
@@ -35,8 +37,12 @@ def make_model_input(days: int = 100, signal_strength: float = 0.05, seed: int =
 
 
 def project_parameters(env: str = "base") -> dict[str, Any]:
-    from kedro.config import OmegaConfigLoader
+    """The project's parameters of `env` (a fresh copy each call)."""
+    return copy.deepcopy(_project_parameters(env))
 
+
+@functools.cache
+def _project_parameters(env: str) -> dict[str, Any]:
     loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env=env,
                                merge_strategy={"parameters": "soft"})
     return loader["parameters"]
@@ -61,12 +67,11 @@ TINY_SPACE = {
 
 
 def tiny_training() -> dict[str, Any]:
-    training = copy.deepcopy(project_parameters()["training"])
-    return _merge(training, TINY_TRAINING)
+    return _merge(project_parameters()["training"], copy.deepcopy(TINY_TRAINING))
 
 
 def tiny_tuning(storage: str, **changes: Any) -> dict[str, Any]:
-    tuning = copy.deepcopy(project_parameters()["tuning"])
+    tuning = project_parameters()["tuning"]
     tuning.update({"storage": storage, "study_name": "tiny", "n_trials": 3, "n_startup_trials": 2,
                    "trial_training": {}, "search_space": copy.deepcopy(TINY_SPACE)})
     tuning.update(changes)
