@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +28,55 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"real candles not found at {SHARED_DATA_DIR}")
     return SHARED_DATA_DIR
+
+
+# The demo run of `demo_project`: the default pipeline on the offline synthetic data, shrunk to
+# seconds (one short epoch, two folds, fewer random baselines). The outputs have every dataset
+# and column of a full run; only the numbers are from a smaller model.
+DEMO_RUN_PARAMS = {
+    "training.max_epochs": 1,
+    "training.max_samples_per_epoch": 1024,
+    "training.folds.n_folds": 2,
+    "training.progress": "false",
+    "evaluation.settings.random_seeds": 20,
+    "evaluation.settings.logistic_max_train_rows": 20000,
+}
+
+
+def copy_project(destination: Path) -> Path:
+    """A runnable copy of the project at `destination`: conf (without conf/local), pyproject.toml,
+    notebooks and the empty data layer folders. `src/` is an empty folder: Kedro only checks that
+    it exists, and the package is imported from the editable install."""
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(PROJECT_ROOT / "pyproject.toml", destination / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
+    (destination / "conf" / "local").mkdir()
+    shutil.copytree(PROJECT_ROOT / "notebooks", destination / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (destination / "src").mkdir()
+    for layer in sorted((PROJECT_ROOT / "data").glob("0*_*")):
+        (destination / "data" / layer.name).mkdir(parents=True)
+    return destination
+
+
+def kedro_command(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`kedro ARGS` run in `project` with this interpreter; fails the test with the log on error."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+    env.pop("KEDRO_LOGGING_CONFIG", None)
+    result = subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"kedro {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project in which `kedro run` (the default pipeline, base env) has run once
+    per test session, with DEMO_RUN_PARAMS; its log is demo_run.log. Tests read its data/ and
+    must not change it."""
+    project = copy_project(tmp_path_factory.mktemp("demo") / "trading_engine")
+    params = ",".join(f"{key}={value}" for key, value in DEMO_RUN_PARAMS.items())
+    result = kedro_command(project, "run", "--params", params)
+    (project / "demo_run.log").write_text(result.stdout + result.stderr)
+    return project

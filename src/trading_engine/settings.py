@@ -1,6 +1,17 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
+import warnings
+
 from kedro.config import OmegaConfigLoader
+
+from trading_engine.hooks import OutputLocationHooks
+
+# Kedro 1.7's config loader calls OmegaConf.register_new_resolver(), which OmegaConf deprecates
+# with a UserWarning on every session; it is Kedro's to change, not ours, so it is not shown.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+
+# The end of every run logs where its outputs are (trading_engine/hooks.py).
+HOOKS = (OutputLocationHooks(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -226,3 +226,4 @@ def test_parameter_files_build_the_demo_and_the_binance_configs(project_root):
         assert config.model_params["d_model"] == d_model and config.max_epochs == max_epochs
         assert config.folds.holdout_fraction == 0.15
     assert config.learning_rate == 1e-4 and config.patience == 15 and config.model_params["n_layers"] == 4
+    assert config.num_threads is None and config.batch_size == 256 and config.model == "transformer"

@@ -11,7 +11,12 @@ from tests.tuning.conftest import TINY_SPACE, project_parameters, tiny_training,
 from trading_engine.models import MODELS
 from trading_engine.pipelines.tuning.nodes import run_tuning_study
 from trading_engine.training import TrainingConfig
-from trading_engine.tuning import SearchSpace, SearchSpaceError, TuningSettings, trial_training_params
+from trading_engine.tuning import (
+    SearchSpace,
+    SearchSpaceError,
+    TuningSettings,
+    trial_training_params,
+)
 
 TRADING = project_parameters()["trading"]
 

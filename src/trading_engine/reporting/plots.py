@@ -97,24 +97,24 @@ def drawdown_figure(daily: pd.DataFrame) -> Figure:
 
 
 def rolling_sharpe_figure(daily: pd.DataFrame, window_days: int = 30) -> Figure:
-    """Rolling Sharpe ratio (daily returns, window_days, x sqrt(365)) of the model and buy and hold,
-    after costs, per period."""
+    """Rolling Sharpe ratio (daily returns, x sqrt(365)) of the model and buy and hold, after
+    costs, per period; the window is `window_days`, shortened to half the period when it is
+    shorter than that."""
     periods = _periods(daily)
-    figure, axes = _period_axes(periods, f"Rolling {window_days}-day Sharpe ratio (annualised), after costs")
+    figure, axes = _period_axes(periods, "Rolling Sharpe ratio of daily returns (annualised), after costs")
     for axis, period in zip(axes, periods, strict=True):
-        axis.set_title(PERIOD_TITLES.get(period, period))
-        drawn = False
+        model = _series(daily, period, MODEL, "after_costs")
+        window = min(window_days, max(2, len(model) // 2))
+        axis.set_title(f"{PERIOD_TITLES.get(period, period)}: {window}-day window")
+        if len(model) < 3:
+            _empty(axis, "fewer than three days")
+            continue
         for strategy, color in ((MODEL, "black"), ("buy_and_hold", "tab:orange")):
             returns = _series(daily, period, strategy, "after_costs")
-            if len(returns) < 2:
-                continue
-            window = returns.rolling(window_days, min_periods=max(2, window_days // 3))
-            sharpe = window.mean() / window.std(ddof=1) * np.sqrt(DAYS_PER_YEAR)
-            axis.plot(sharpe.index, sharpe.to_numpy(), color=color, label=strategy.replace("_", " "))
-            drawn = True
-        if not drawn:
-            _empty(axis, "fewer than two days")
-            continue
+            rolling = returns.rolling(window, min_periods=window)
+            sharpe = rolling.mean() / rolling.std(ddof=1) * np.sqrt(DAYS_PER_YEAR)
+            axis.plot(sharpe.index + pd.Timedelta(days=1), sharpe.to_numpy(), color=color,
+                      label=strategy.replace("_", " "))
         axis.axhline(0.0, color="grey", linewidth=0.6)
         axis.legend(fontsize=8)
         axis.tick_params(axis="x", labelrotation=30)

@@ -69,6 +69,10 @@ def verdicts(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _track_record(days: float | None) -> str:
+    return "infinite (Sharpe <= 0)" if days is None else f"{days:.0f} days"
+
+
 def significance_lines(metrics: Mapping[str, Any]) -> list[str]:
     lines = []
     for period, entry in metrics.get("portfolio", {}).items():
@@ -80,8 +84,8 @@ def significance_lines(metrics: Mapping[str, Any]) -> list[str]:
             f"- {PERIOD_NAMES[period]}: PSR {_number(entry.get('probabilistic_sharpe'), 3)}, "
             f"DSR {_number(dsr, 3)} over {entry.get('n_trials')} trials "
             f"({'significant' if significant else 'not significant'} at 0.95), "
-            f"minimum track record {_number(entry.get('min_track_record_length_days'), 0)} days "
-            f"(have {entry.get('n_days')})")
+            f"minimum track record {_track_record(entry.get('min_track_record_length_days'))} "
+            f"(have {entry.get('n_days')} days)")
     return lines
 
 

@@ -110,7 +110,8 @@ def prediction_frame(
 ) -> pd.DataFrame:
     """The predictions table (docs/architecture.md) for `rows` of the pooled table; the `fold` and
     `segment` columns only when given."""
-    probabilities = torch.softmax(output.logits, dim=-1).double().cpu().numpy()
+    # To the CPU before float64: MPS has no float64.
+    probabilities = torch.softmax(output.logits, dim=-1).cpu().double().numpy()
     series_index = pooled.series_index[rows]
     frame = pd.DataFrame({
         "timestamp": pd.to_datetime(pooled.timestamps[rows], unit="ns", utc=True),
@@ -122,8 +123,8 @@ def prediction_frame(
         "prob_down": probabilities[:, 0],
         "prob_flat": probabilities[:, 1],
         "prob_up": probabilities[:, 2],
-        "pred_return": output.pred_return.double().cpu().numpy() * return_scale,
-        "confidence": torch.sigmoid(output.confidence_logit).double().cpu().numpy(),
+        "pred_return": output.pred_return.cpu().double().numpy() * return_scale,
+        "confidence": torch.sigmoid(output.confidence_logit).cpu().double().numpy(),
     }, columns=list(PREDICTION_COLUMNS))
     if fold is None:
         frame = frame.drop(columns=["fold", "segment"])

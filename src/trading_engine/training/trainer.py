@@ -72,6 +72,7 @@ class TrainingConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     folds: FoldSettings = field(default_factory=FoldSettings)
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
+    num_threads: int | None = None  # CPU threads of torch while training; None: torch's default
     seed: int = 42
     progress: bool = True  # tqdm bars per fold (epochs) and epoch (batches)
 
@@ -244,9 +245,11 @@ def longest_horizon(frames: Mapping[str, pd.DataFrame], default: int) -> int:
 def make_walk_forward_layout(model_input: Mapping[str, pd.DataFrame], config: TrainingConfig) -> FoldLayout:
     """The folds and holdout `train_walk_forward` uses for this model input and config."""
     frames = {key: model_input[key] for key in series_of_timeframe(model_input, config.timeframe)}
-    pooled_axis = pd.DatetimeIndex(sorted(set().union(*(pd.DatetimeIndex(f.index) for f in frames.values()))))
+    # The common time axis: every bar of any of the series.
+    stamps = np.unique(np.concatenate([pd.DatetimeIndex(frame.index).as_unit("ns").asi8 for frame in frames.values()]))
+    axis = pd.DatetimeIndex(pd.to_datetime(stamps, unit="ns", utc=True))
     purge_bars = longest_horizon(frames, config.horizon) + config.seq_len
-    return make_fold_layout(pooled_axis, config.folds, purge_bars)
+    return make_fold_layout(axis, config.folds, purge_bars)
 
 
 def train_walk_forward(
@@ -278,16 +281,26 @@ def train_walk_forward(
                 len(layout.folds), layout.purge_bars)
     last_fold = layout.folds[-1].index
     results = []
-    for fold in layout.folds if folds is None else folds:
-        holdout = layout.holdout if predict_holdout and fold.index == last_fold else None
-        result = train_fold(pooled, frames, fold, config, trading_rule, costs, device, holdout)
-        logger.info("fold %d: best epoch %d of %d, validation Sharpe %.2f, %d training windows, %.1f s",
-                    fold.index, result.best_epoch, result.epochs_run, result.validation_sharpe,
-                    result.train_windows, result.seconds)
-        results.append(result)
-        if on_fold_end is not None:
-            on_fold_end(fold.index, result.validation_sharpe)
-    return WalkForwardResult(config, layout, keys, pooled.feature_names, str(device), results)
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    try:
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        for fold in layout.folds if folds is None else folds:
+            holdout = layout.holdout if predict_holdout and fold.index == last_fold else None
+            result = train_fold(pooled, frames, fold, config, trading_rule, costs, device, holdout)
+            logger.info("fold %d: best epoch %d of %d, validation Sharpe %.2f, %d training windows, %.1f s",
+                        fold.index, result.best_epoch, result.epochs_run, result.validation_sharpe,
+                        result.train_windows, result.seconds)
+            results.append(result)
+            if on_fold_end is not None:
+                on_fold_end(fold.index, result.validation_sharpe)
+    finally:
+        torch.set_num_threads(threads)
+    result = WalkForwardResult(config, layout, keys, pooled.feature_names, str(device), results)
+    logger.info("walk-forward training done: %d folds, mean validation Sharpe %.2f, %.0f s",
+                len(results), result.mean_validation_sharpe, time.perf_counter() - started)
+    return result
 
 
 def optimisation_step(

@@ -1,8 +1,8 @@
 """All series of one timeframe pooled into one feature table, and windows cut from it by indexing.
 
 The series are stacked into one (N, F) table. A sample is named by the row of its last bar (its
-"end row"); its window is rows end - seq_len + 1 .. end, gathered with one advanced index
-`features[end_rows[:, None] + offsets]`. The (N, seq_len, F) array of all windows is never built:
+"end row"); its window is rows end - seq_len + 1 .. end, gathered with one index:
+`features.index_select(0, end_rows[:, None] + offsets)`. The (N, seq_len, F) array of all windows is never built:
 on a GPU the (N, F) tensor sits on the device and each batch is gathered there. An end row
 qualifies only when its whole window lies in its own series, so windows never cross series.
 """
@@ -102,10 +102,6 @@ class PooledSeries:
     def n_features(self) -> int:
         return self.features.shape[1]
 
-    def common_axis(self) -> pd.DatetimeIndex:
-        """Every timestamp of any series, sorted: the axis the folds are cut on."""
-        return pd.DatetimeIndex(pd.to_datetime(np.unique(self.timestamps), unit="ns", utc=True))
-
     def window_end_rows(self, seq_len: int) -> np.ndarray:
         """Boolean (N,): the row's window of seq_len bars lies inside its own series."""
         return self.row_in_series >= seq_len - 1
@@ -118,4 +114,6 @@ def window_offsets(seq_len: int, device: torch.device | str = "cpu") -> torch.Te
 
 def gather_windows(features: torch.Tensor, end_rows: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """(N, F) table, (B,) end rows, (L,) offsets -> (B, L, F) windows, gathered on the table's device."""
-    return features[end_rows.unsqueeze(1) + offsets]
+    rows = (end_rows.unsqueeze(1) + offsets).reshape(-1)  # (B * L,) row of every bar of every window
+    # index_select is the fast path (several times faster on a CPU than table[rows_2d]).
+    return features.index_select(0, rows).view(len(end_rows), len(offsets), features.shape[1])

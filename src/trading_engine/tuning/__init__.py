@@ -2,7 +2,11 @@
 never reads the holdout (`objective`), where studies live (`storage`), the resumable study and what
 is read back from it (`study`), and its plots (`plots`). See docs/tuning.md."""
 
-from trading_engine.tuning.objective import WalkForwardObjective, cut_before_holdout, trial_training_params
+from trading_engine.tuning.objective import (
+    WalkForwardObjective,
+    cut_before_holdout,
+    trial_training_params,
+)
 from trading_engine.tuning.space import ParameterSpec, SearchSpace, SearchSpaceError
 from trading_engine.tuning.storage import FAIL_REASON, fail_orphaned_trials, open_storage, redact
 from trading_engine.tuning.study import (

@@ -104,7 +104,8 @@ class WalkForwardObjective:
                 if not math.isfinite(validation_sharpe):
                     raise FloatingPointError(f"fold {fold_index}: validation Sharpe is {validation_sharpe}")
                 trial.report(validation_sharpe, step=fold_index)
-                if trial.should_prune():
+                # After the last fold there is nothing left to save: the trial completes.
+                if fold_index != self.folds[-1].index and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {fold_index} (Sharpe {validation_sharpe:.3f})")
 
             result = train_walk_forward(self.model_input, config, rule, costs, on_fold_end=report,

@@ -22,7 +22,7 @@ a parameter that base searches). Entry keys:
 - categorical: `choices`, a non-empty list of numbers, strings or booleans
 
 Only keys that exist in `params:training` (except the ones that fix the experiment: model,
-timeframe, folds, device, seed, progress; and the sections of models not in use) and in
+timeframe, folds, device, num_threads, seed, progress; and the sections of models not in use) and in
 `params:trading.rule` can be searched. The transformer's `n_heads` must divide `d_model` for every
 pair of values the search can draw; a space that breaks any rule fails here, before any trial.
 """
@@ -52,7 +52,7 @@ TYPES = ("int", "float", "categorical")
 ENTRY_KEYS = {"type", "low", "high", "step", "log", "choices"}
 ROOTS = ("training", "trading.rule")
 # Keys of params:training that define the experiment rather than the model: never searched.
-FIXED_TRAINING_KEYS = ("model", "timeframe", "folds", "device", "seed", "progress")
+FIXED_TRAINING_KEYS = ("model", "timeframe", "folds", "device", "num_threads", "seed", "progress")
 # (width, heads) pairs of a model's config where heads must divide the width.
 DIVISIBLE_PAIRS = {"transformer": [("d_model", "n_heads")]}
 # Largest integer range enumerated to check the divisibility rule.
@@ -159,7 +159,7 @@ class SearchSpace:
         """Parse and validate `tuning.search_space` against the training and trading parameters
         the trials start from; raise SearchSpaceError with the entry's name on the first problem."""
         targets = {"training": dict(training), "trading": {"rule": dict(trading.get("rule") or {})}}
-        parameters = tuple(ParameterSpec.from_entry(name, entry) for name, entry in _leaves(space or {}, ""))
+        parameters = tuple(ParameterSpec.from_entry(name, entry) for name, entry in space_entries(space or {}))
         if not parameters:
             raise SearchSpaceError("the search space is empty: give at least one entry under tuning.search_space")
         model = targets["training"].get("model", TrainingConfig.model)
@@ -173,9 +173,6 @@ class SearchSpace:
     @property
     def names(self) -> list[str]:
         return [spec.name for spec in self.parameters]
-
-    def distributions(self) -> dict[str, BaseDistribution]:
-        return {spec.name: spec.distribution() for spec in self.parameters}
 
     def max_value(self, name: str) -> Any | None:
         """The largest value `name` can take, or None when it is not searched."""
@@ -258,7 +255,7 @@ def _number(name: str, key: str, value: Any, number: type) -> int | float:
     return converted
 
 
-def _leaves(space: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def space_entries(space: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(dotted name, entry) of every leaf: a mapping with a `type`; null leaves are skipped."""
     if not isinstance(space, Mapping):
         raise SearchSpaceError(f"{prefix or 'search_space'}: expected a mapping, got {space!r}")
@@ -271,7 +268,7 @@ def _leaves(space: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Mappin
         if "type" in value:
             yield name, value
         else:
-            yield from _leaves(value, name)
+            yield from space_entries(value, name)
 
 
 def _check_name(name: str, targets: Mapping[str, Any], model: str) -> None:

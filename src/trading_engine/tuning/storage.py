@@ -56,7 +56,7 @@ def open_storage(storage: str, heartbeat_interval_s: int | None = 60, grace_peri
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     return RDBStorage(storage, heartbeat_interval=heartbeat_interval_s, grace_period=grace_period_s,
-                      failed_trial_callback=_record_stale_trial if heartbeat_interval_s else None)
+                      heartbeat_stale_trial_callback=_record_stale_trial if heartbeat_interval_s else None)
 
 
 def redact(storage: str) -> str:

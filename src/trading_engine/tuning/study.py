@@ -128,8 +128,9 @@ def run_study(study: optuna.Study, objective: Any, n_trials: int, timeout_s: flo
 
 
 def trials_table(trials: list[FrozenTrial]) -> pd.DataFrame:
-    """One row per trial: number, state, value, seconds, folds evaluated, per-fold validation
-    Sharpes (NaN where a fold was not run), the parameters (`param:<name>`), worker, fail reason."""
+    """One row per trial: number, state, value (of completed trials), seconds, folds evaluated,
+    per-fold validation Sharpes (NaN where a fold was not run), the parameters (`param:<name>`),
+    worker, fail reason."""
     n_folds = max((max(trial.intermediate_values, default=-1) + 1 for trial in trials), default=0)
     names = sorted({name for trial in trials for name in trial.params})
     rows = []
@@ -137,7 +138,7 @@ def trials_table(trials: list[FrozenTrial]) -> pd.DataFrame:
         host, pid = trial.user_attrs.get(WORKER_HOST), trial.user_attrs.get(WORKER_PID)
         rows.append({
             "number": trial.number, "state": trial.state.name,
-            "value": np.nan if trial.value is None else trial.value,
+            "value": trial.value if trial.state == TrialState.COMPLETE else np.nan,  # the objective
             "duration_s": np.nan if trial.duration is None else trial.duration.total_seconds(),
             "folds_evaluated": len(trial.intermediate_values),
             **{f"fold_{k}_validation_sharpe": trial.intermediate_values.get(k, np.nan) for k in range(n_folds)},

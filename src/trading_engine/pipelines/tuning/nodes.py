@@ -21,6 +21,7 @@ from trading_engine.tuning import (
     kedro_params_overrides,
     open_storage,
     open_study,
+    plots,
     redact,
     run_study,
     study_summary,
@@ -28,7 +29,6 @@ from trading_engine.tuning import (
     trials_table,
     tuned_parameters,
 )
-from trading_engine.tuning import plots
 
 logger = logging.getLogger(__name__)
 
