@@ -406,6 +406,9 @@ def train_fold(
                                      config)
             loss_sum += loss * len(end_rows)
         train_loss = float(loss_sum) / len(order)
+        if not np.isfinite(train_loss):  # diverged: fail now rather than trade a broken model
+            raise FloatingPointError(f"non-finite loss (diverged): fold {fold.index}, epoch {epoch}, training loss {train_loss}; "
+                                     "lower training.learning_rate or check the model input")
 
         output = fold_model.infer(scaled, validation_rows_device)
         labelled = ModelOutput(*(t[validation_known] for t in output))
