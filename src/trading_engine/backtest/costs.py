@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trading_engine.params import known_params
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -30,12 +32,7 @@ class CostModel:
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> CostModel:
         """Build from a parameters mapping; unknown keys are an error, missing keys default."""
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown cost parameters {sorted(unknown)}; "
-                             f"known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**params)
+        return cls(**known_params(params, cls, "cost parameters"))
 
     @classmethod
     def free(cls) -> CostModel:

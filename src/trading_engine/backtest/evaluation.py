@@ -42,6 +42,7 @@ from trading_engine.backtest.prediction_metrics import prediction_metrics
 from trading_engine.backtest.rules import TradingRule, target_positions
 from trading_engine.backtest.selection import thresholds_by_fold
 from trading_engine.data.schema import parse_series_key, timeframe_to_milliseconds
+from trading_engine.params import known_params
 from trading_engine.training.splits import Segment
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,7 @@ class EvaluationSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, horizon: int) -> EvaluationSettings:
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown evaluation settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(horizon=int(horizon), **params)
+        return cls(horizon=int(horizon), **known_params(params, cls, "evaluation settings"))
 
 
 def period_rows(predictions: pd.DataFrame, segment: str) -> pd.DataFrame:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from trading_engine.params import known_params
+
 
 @dataclass(frozen=True)
 class TradingRule:
@@ -34,12 +36,7 @@ class TradingRule:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> TradingRule:
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown trading-rule parameters {sorted(unknown)}; "
-                             f"known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**params)
+        return cls(**known_params(params, cls, "trading-rule parameters"))
 
 
 def target_positions(

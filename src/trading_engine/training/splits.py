@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trading_engine.params import known_params
+
 SEGMENTS = ("train", "validation", "test")
 TRAIN_WINDOWS = ("expanding", "rolling")
 
@@ -55,11 +57,7 @@ class FoldSettings:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> FoldSettings:
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown fold parameters {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**params)
+        return cls(**known_params(params, cls, "fold parameters"))
 
 
 @dataclass(frozen=True)

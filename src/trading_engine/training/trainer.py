@@ -37,6 +37,7 @@ from trading_engine.models import (
     build_model,
     multitask_loss,
 )
+from trading_engine.params import known_params
 from trading_engine.training.fold_model import FoldModel, autocast, prediction_frame
 from trading_engine.training.scaling import RobustScaler, robust_scale
 from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, Segment, make_fold_layout
@@ -95,10 +96,7 @@ class TrainingConfig:
         params = dict(params)
         model = params.get("model", cls.model)
         model_sections = {name: params.pop(name) for name in list(params) if name in MODELS}
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown training parameters {sorted(unknown)}; "
-                             f"known: {sorted(set(cls.__dataclass_fields__) | set(MODELS))}")
+        known_params(params, cls, "training parameters", also_known=MODELS)
         if "model_params" not in params:
             params["model_params"] = dict(model_sections.get(model) or {})
         params["loss_weights"] = LossWeights(**dict(params.get("loss_weights") or {}))

@@ -24,6 +24,7 @@ from optuna.samplers import TPESampler
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from trading_engine.params import known_params
 from trading_engine.tuning.storage import FAIL_REASON, WORKER_HOST, WORKER_PID
 
 logger = logging.getLogger(__name__)
@@ -79,10 +80,7 @@ class TuningSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TuningSettings:
-        params = dict(params)
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown tuning parameters {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        params = known_params(params, cls, "tuning parameters")
         params["pruner"] = PrunerSettings(**dict(params.get("pruner") or {}))
         for name in ("trial_training", "search_space"):
             params[name] = dict(params.get(name) or {})
