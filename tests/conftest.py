@@ -30,6 +30,28 @@ def shared_data_dir() -> Path:
     return SHARED_DATA_DIR
 
 
+LAYERS = ("raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting")
+
+
+def make_test_project(tmp_path: Path, parameters: dict) -> Path:
+    """A copy of the project's base configuration with a `test` environment that writes every
+    data layer under tmp_path/data/<layer> and overrides `parameters` (merged softly). The package
+    itself is the installed one. Run it with `KedroSession.create(project_path=..., env="test")`."""
+    import yaml
+
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", project / "conf" / "base")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
+    (project / "src").mkdir()
+    (project / "conf" / "local").mkdir()
+    test_env = project / "conf" / "test"
+    test_env.mkdir()
+    paths = {layer: str(tmp_path / "data" / layer) for layer in LAYERS}
+    (test_env / "globals.yml").write_text(yaml.safe_dump({"paths": paths}))
+    (test_env / "parameters_test.yml").write_text(yaml.safe_dump(parameters))
+    return project
+
+
 # The demo run of `demo_project`: the default pipeline on the offline synthetic data, shrunk to
 # seconds (one short epoch, two folds, fewer random baselines). The outputs have every dataset
 # and column of a full run; only the numbers are from a smaller model.

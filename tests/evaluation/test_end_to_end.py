@@ -5,27 +5,16 @@ significant, a planted signal must be found."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-LAYERS = ("raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting")
+from tests.conftest import make_test_project
 
 
-def _run(tmp_path: Path, project_root: Path, signal_strength: float) -> dict:
-    project = tmp_path / "project"
-    shutil.copytree(project_root / "conf" / "base", project / "conf" / "base")
-    shutil.copy(project_root / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").mkdir()
-    (project / "conf" / "local").mkdir()
-    test_env = project / "conf" / "test"
-    test_env.mkdir()
-    (test_env / "globals.yml").write_text(yaml.safe_dump(
-        {"paths": {layer: str(tmp_path / "data" / layer) for layer in LAYERS}}))
+def _run(tmp_path: Path, signal_strength: float) -> dict:
     parameters = {
         "ingestion": {"timeframes": ["1h"], "start": "2025-01-01", "end": "2025-04-01",
                       "download": {"progress": False}, "synthetic": {"seed": 3, "signal_strength": signal_strength}},
@@ -39,7 +28,7 @@ def _run(tmp_path: Path, project_root: Path, signal_strength: float) -> dict:
         "evaluation": {"settings": {"random_seeds": 50}},
         "tuning": {"storage": f"sqlite:///{tmp_path / 'tuning.db'}", "study_name": "no_study"},
     }
-    (test_env / "parameters_end_to_end.yml").write_text(yaml.safe_dump(parameters))
+    project = make_test_project(tmp_path, parameters)
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env="test") as session:
         session.run()
@@ -49,8 +38,8 @@ def _run(tmp_path: Path, project_root: Path, signal_strength: float) -> dict:
 
 
 @pytest.mark.slow
-def test_a_random_walk_is_not_significant(tmp_path, project_root) -> None:
-    metrics = _run(tmp_path, project_root, signal_strength=0.0)
+def test_a_random_walk_is_not_significant(tmp_path) -> None:
+    metrics = _run(tmp_path, signal_strength=0.0)
     for period in ("out_of_sample", "holdout"):
         after_costs = metrics["portfolio"][period]
         assert after_costs["deflated_sharpe"] < 0.5
@@ -59,8 +48,8 @@ def test_a_random_walk_is_not_significant(tmp_path, project_root) -> None:
 
 
 @pytest.mark.slow
-def test_a_planted_signal_is_found(tmp_path, project_root) -> None:
-    metrics = _run(tmp_path, project_root, signal_strength=0.8)
+def test_a_planted_signal_is_found(tmp_path) -> None:
+    metrics = _run(tmp_path, signal_strength=0.8)
     for period in ("out_of_sample", "holdout"):
         assert metrics["portfolio"][period]["deflated_sharpe"] > 0.95  # after costs
         assert metrics["comparison"][period]["random"]["model_beats"]

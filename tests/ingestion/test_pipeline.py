@@ -4,43 +4,20 @@ on the synthetic source, and on the exchange source against the loopback Binance
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from tests.conftest import make_test_project
 from trading_engine.data.storage import SeriesStore
 from trading_engine.pipelines.ingestion.nodes import ingest_candles, ingest_funding_rates
 
-LAYERS = (
-    "raw",
-    "intermediate",
-    "primary",
-    "feature",
-    "model_input",
-    "models",
-    "model_output",
-    "reporting",
-)
 
-
-def _project(tmp_path: Path, project_root: Path, ingestion: dict) -> Path:
-    """A copy of the project's configuration whose `test` environment writes under tmp_path and
-    overrides `ingestion` parameters (the package itself is the installed one)."""
-    project = tmp_path / "project"
-    shutil.copytree(project_root / "conf" / "base", project / "conf" / "base")
-    shutil.copy(project_root / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").mkdir()
-    (project / "conf" / "local").mkdir()
-    test_env = project / "conf" / "test"
-    test_env.mkdir()
-    paths = {layer: str(tmp_path / "data" / layer) for layer in LAYERS}
-    (test_env / "globals.yml").write_text(yaml.safe_dump({"paths": paths}))
-    (test_env / "parameters_ingestion.yml").write_text(yaml.safe_dump({"ingestion": ingestion}))
-    return project
+def _project(tmp_path: Path, ingestion: dict) -> Path:
+    """A project copy whose `test` environment writes under tmp_path and overrides `ingestion`."""
+    return make_test_project(tmp_path, {"ingestion": ingestion})
 
 
 def _run_ingestion(project: Path) -> None:
@@ -49,10 +26,9 @@ def _run_ingestion(project: Path) -> None:
         session.run(pipeline_names=["ingestion"])
 
 
-def test_ingestion_pipeline_runs_end_to_end_on_synthetic_data(tmp_path, project_root):
+def test_ingestion_pipeline_runs_end_to_end_on_synthetic_data(tmp_path):
     project = _project(
         tmp_path,
-        project_root,
         {"start": "2025-01-01", "end": "2025-01-08", "download": {"progress": False}},
     )
 
@@ -80,7 +56,7 @@ def test_ingestion_pipeline_runs_end_to_end_against_the_exchange(
         {("BTCUSDT", "1m"): btc, ("ETHUSDT", "1m"): eth_1m.iloc[:6000]}, funding
     )
     start = btc["timestamp"].iloc[0].isoformat()
-    project = _project(tmp_path, project_root, {
+    project = _project(tmp_path, {
         "source": "exchange", "api_url": server.url, "symbols": ["BTC/USDT", "ETH/USDT:USDT"], "timeframes": ["1m"],
         "start": start, "end": None, "download": {"progress": False, "timeout_s": 2},
         "retry": {"max_attempts": 4, "backoff_base_s": 0.01}, "rate_limit": {"enabled": False},
