@@ -194,6 +194,13 @@ def test_a_subset_of_folds_without_holdout_for_tuning(planted_model_input):
     assert set(result.predictions["segment"]) == {"validation", "test"}
 
 
+def test_a_tuning_run_predicts_validation_rows_only(planted_model_input):
+    config = tiny_config(max_epochs=1)
+    result = train_walk_forward(planted_model_input, config, RULE, COSTS, predict_holdout=False, predict_test=False)
+    assert set(result.predictions["segment"]) == {"validation"}
+    assert len(result.validation_sharpes) == len(result.folds) and np.isfinite(result.validation_sharpes).all()
+
+
 def test_planted_signal_beats_a_random_walk_on_the_same_config():
     """The same tiny configuration on the same kind of data: a persistent planted drift is found
     and traded profitably after costs; a random walk (signal 0) is not."""

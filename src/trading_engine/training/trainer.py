@@ -258,6 +258,7 @@ def train_walk_forward(
     on_fold_end: Callable[[int, float], None] | None = None,
     folds: list[Fold] | None = None,
     predict_holdout: bool = True,
+    predict_test: bool = True,
 ) -> WalkForwardResult:
     """Train one pooled model per fold on the series of `config.timeframe`.
 
@@ -268,6 +269,7 @@ def train_walk_forward(
     folds: a subset of `make_walk_forward_layout(model_input, config).folds` (default: all).
     predict_holdout: predict the holdout with the last fold's model (only when that fold is run).
         Tuning passes False: nothing but the evaluation reads the holdout.
+    predict_test: predict each fold's test rows. Tuning passes False: a trial reads validation only.
     """
     keys = series_of_timeframe(model_input, config.timeframe)
     frames = {key: model_input[key] for key in keys}
@@ -286,7 +288,7 @@ def train_walk_forward(
             torch.set_num_threads(config.num_threads)
         for fold in layout.folds if folds is None else folds:
             holdout = layout.holdout if predict_holdout and fold.index == last_fold else None
-            result = train_fold(pooled, frames, fold, config, trading_rule, costs, device, holdout)
+            result = train_fold(pooled, frames, fold, config, trading_rule, costs, device, holdout, predict_test)
             logger.info("fold %d: best epoch %d of %d, validation Sharpe %.2f, %d training windows, %.1f s",
                         fold.index, result.best_epoch, result.epochs_run, result.validation_sharpe,
                         result.train_windows, result.seconds)
@@ -364,9 +366,11 @@ def train_fold(
     costs: CostModel,
     device: torch.device,
     holdout: Segment | None = None,
+    predict_test: bool = True,
 ) -> FoldResult:
     """Fit one fold: scaler on its training rows, model early-stopped on its validation Sharpe;
-    predict its validation and test rows (and the holdout, when given) with the best weights."""
+    predict its validation rows, its test rows (when `predict_test`) and the holdout (when given)
+    with the best weights."""
     started = time.perf_counter()
     torch.manual_seed(config.seed + fold.index)
     sampler = torch.Generator().manual_seed(config.seed + fold.index)
@@ -427,7 +431,9 @@ def train_fold(
     epochs.close()
     stopper.restore(model)
 
-    segments = {"validation": validation_rows, "test": rows.test}
+    segments = {"validation": validation_rows}
+    if predict_test:
+        segments["test"] = rows.test
     if holdout is not None:
         segments["holdout"] = np.flatnonzero(holdout.contains(pooled.timestamps)
                                              & pooled.window_end_rows(config.seq_len))

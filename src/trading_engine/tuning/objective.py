@@ -6,8 +6,8 @@ What a trial may read. The folds are laid out once on the full model input, with
 at the longest target horizon plus the LARGEST sequence length the space can draw, so that every
 trial validates on the same bars. The model input is then cut after the last fold's test segment:
 the final holdout (and the purge before it) are not in the data a trial gets, and the trainer is
-asked not to predict the holdout either. Only validation Sharpes are read; the trainer also
-predicts each fold's test rows, which the objective drops unread. (As in the training pipeline,
+asked to predict neither the holdout nor the folds' test rows: a trial reads validation Sharpes
+only. (As in the training pipeline,
 a later fold trains on the bars of the earlier folds' test segments: walk-forward reuses them.)
 """
 
@@ -109,7 +109,7 @@ class WalkForwardObjective:
                     raise optuna.TrialPruned(f"pruned after fold {fold_index} (Sharpe {validation_sharpe:.3f})")
 
             result = train_walk_forward(self.model_input, config, rule, costs, on_fold_end=report,
-                                        folds=self.folds, predict_holdout=False)
+                                        folds=self.folds, predict_holdout=False, predict_test=False)
             losses = result.training_log[["train_loss", "validation_loss"]].to_numpy()
             if not np.isfinite(losses).all():
                 bad = result.training_log.loc[~np.isfinite(losses).all(axis=1), ["fold", "epoch"]]
