@@ -46,6 +46,12 @@ def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
+def _sync_btc_1m(client, store: SeriesStore, candles: pd.DataFrame):
+    """Download BTC/USDT 1m quietly, from the first of `candles` to the exchange's now."""
+    [report] = sync_candles(client, store, ["BTC/USDT"], ["1m"], _ms(candles["timestamp"].iloc[0]), None, QUIET)
+    return report
+
+
 def test_multi_page_download_equals_the_exchange_candles(
     exchange_server, client_for, btc_1m, funding, tmp_path
 ):
@@ -111,15 +117,7 @@ def test_each_fault_is_survived_with_nothing_lost_or_duplicated(
     store = SeriesStore(tmp_path)
 
     began = time.perf_counter()
-    [report] = sync_candles(
-        client_for(server),
-        store,
-        ["BTC/USDT"],
-        ["1m"],
-        _ms(candles["timestamp"].iloc[0]),
-        None,
-        QUIET,
-    )
+    report = _sync_btc_1m(client_for(server), store, candles)
     elapsed = time.perf_counter() - began
 
     assert server.pending_faults == 0
@@ -137,15 +135,7 @@ def test_a_hole_in_the_exchange_history_is_reported_as_a_gap(
     server = exchange_server({("BTCUSDT", "1m"): candles})
     store = SeriesStore(tmp_path)
 
-    [report] = sync_candles(
-        client_for(server),
-        store,
-        ["BTC/USDT"],
-        ["1m"],
-        _ms(candles["timestamp"].iloc[0]),
-        None,
-        QUIET,
-    )
+    report = _sync_btc_1m(client_for(server), store, candles)
 
     assert (report.gap_count, report.missing_candles, report.longest_gap) == (1, 30, 30)
     assert report.gaps[0]["from"] == btc_1m["timestamp"].iloc[1500].isoformat()
@@ -158,15 +148,7 @@ def test_the_candle_still_forming_is_never_stored(exchange_server, client_for, b
     server = exchange_server({("BTCUSDT", "1m"): candles}, now_ms=last_open + MINUTE_MS // 2)
     store = SeriesStore(tmp_path)
 
-    sync_candles(
-        client_for(server),
-        store,
-        ["BTC/USDT"],
-        ["1m"],
-        _ms(candles["timestamp"].iloc[0]),
-        None,
-        QUIET,
-    )
+    _sync_btc_1m(client_for(server), store, candles)
 
     pd.testing.assert_frame_equal(store.read("BTC_USDT_1m"), _expected(candles.iloc[:-1]))
 
@@ -277,15 +259,7 @@ def test_weight_used_by_another_program_is_respected(exchange_server, client_for
     server.weight_by_window[int(time.time() // 1.0) + 1] += 95
     budget = WeightBudget(limit=100, window_s=1.0, utilisation=0.9)
 
-    sync_candles(
-        client_for(server, budget),
-        SeriesStore(tmp_path),
-        ["BTC/USDT"],
-        ["1m"],
-        _ms(btc_1m["timestamp"].iloc[0]),
-        None,
-        QUIET,
-    )
+    _sync_btc_1m(client_for(server, budget), SeriesStore(tmp_path), btc_1m)
 
     assert server.rejected_for_weight == 0
 
@@ -297,15 +271,7 @@ def test_unknown_symbol_fails_at_once_listing_the_markets(
         {("BTCUSDT", "1m"): btc_1m.iloc[:100], ("ETHUSDT", "1m"): eth_1m.iloc[:100]}
     )
     store = SeriesStore(tmp_path)
-    sync_candles(
-        client_for(server),
-        store,
-        ["BTC/USDT"],
-        ["1m"],
-        _ms(btc_1m["timestamp"].iloc[0]),
-        None,
-        QUIET,
-    )
+    _sync_btc_1m(client_for(server), store, btc_1m)
     before = _snapshot(tmp_path)
     server.reset_counts()
 
@@ -407,15 +373,7 @@ def test_exchange_data_is_never_appended_to_a_synthetic_series(
     with pytest.raises(
         ProvenanceConflictError, match=r"BTC_USDT_1m.*source 'synthetic' \(new data: 'exchange'\)"
     ):
-        sync_candles(
-            client_for(server),
-            store,
-            ["BTC/USDT"],
-            ["1m"],
-            _ms(btc_1m["timestamp"].iloc[0]),
-            None,
-            QUIET,
-        )
+        _sync_btc_1m(client_for(server), store, btc_1m)
 
     assert server.count("klines") == 0 and _snapshot(tmp_path) == before
     assert store.provenance("BTC_USDT_1m")["source"] == "synthetic"
@@ -453,14 +411,6 @@ def test_a_ban_longer_than_the_retry_limit_fails_at_once_with_the_wait_asked(
     store = SeriesStore(tmp_path)
 
     with pytest.raises(RetriesExhaustedError, match="wait 7200 s.*418 means the IP is banned"):
-        sync_candles(
-            client_for(server),
-            store,
-            ["BTC/USDT"],
-            ["1m"],
-            _ms(btc_1m["timestamp"].iloc[0]),
-            None,
-            QUIET,
-        )
+        _sync_btc_1m(client_for(server), store, btc_1m)
 
     assert server.count("klines") == 2

@@ -91,13 +91,7 @@ def validate_candles(
 
     report = {
         "timeframe": timeframe,
-        "rows": len(table),
-        "rows_clean": len(clean),
-        "rows_quarantined": len(quarantined),
-        "first_timestamp": _iso(clean["timestamp"].iloc[0]) if len(clean) else None,
-        "last_timestamp": _iso(clean["timestamp"].iloc[-1]) if len(clean) else None,
-        "checks": checks,
-        **order,
+        **_split_summary(table, clean, quarantined, checks, order),
         "zero_volume_candles": int((clean["volume"] == 0).sum()),
         **_gaps(clean["timestamp"], step_ms),
     }
@@ -122,13 +116,7 @@ def validate_funding_rates(funding: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     rates = clean["funding_rate"]
     intervals_hours = clean["timestamp"].diff().dropna() / pd.Timedelta(hours=1)
     report = {
-        "rows": len(table),
-        "rows_clean": len(clean),
-        "rows_quarantined": len(quarantined),
-        "first_timestamp": _iso(clean["timestamp"].iloc[0]) if len(clean) else None,
-        "last_timestamp": _iso(clean["timestamp"].iloc[-1]) if len(clean) else None,
-        "checks": checks,
-        **order,
+        **_split_summary(table, clean, quarantined, checks, order),
         "mean_rate": float(rates.mean()) if len(clean) else None,
         "negative_share": float((rates < 0).mean()) if len(clean) else None,
         "max_abs_rate": float(rates.abs().max()) if len(clean) else None,
@@ -189,6 +177,21 @@ def _typed_table(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> pd
             raise ValueError(f"{what}: column {name!r} must be numeric, got {values.dtype}")
         table[name] = values.to_numpy(dtype="float64", na_value=np.nan)
     return table
+
+
+def _split_summary(
+    table: pd.DataFrame, clean: pd.DataFrame, quarantined: pd.DataFrame, checks: dict, order: dict
+) -> dict:
+    """The part of a report that candles and funding rates share: counts, span, checks, order."""
+    return {
+        "rows": len(table),
+        "rows_clean": len(clean),
+        "rows_quarantined": len(quarantined),
+        "first_timestamp": _iso(clean["timestamp"].iloc[0]) if len(clean) else None,
+        "last_timestamp": _iso(clean["timestamp"].iloc[-1]) if len(clean) else None,
+        "checks": checks,
+        **order,
+    }
 
 
 def _split(
