@@ -27,10 +27,10 @@ from importlib.metadata import version
 import numpy as np
 import pandas as pd
 
-from trading_engine.backtest import CostModel, TradingRule
-from trading_engine.backtest.engine import simulate
-from trading_engine.backtest.metrics import performance_metrics, trade_table
-from trading_engine.backtest.portfolio import strategy_returns
+from trading_engine.trading import CostModel, TradingRule
+from trading_engine.trading.engine import simulate
+from trading_engine.trading.metrics import performance_metrics, trade_table
+from trading_engine.trading.portfolio import strategy_returns
 
 SERIES = ("BTC_USDT_5m", "ETH_USDT_5m", "SOL_USDT_5m", "BNB_USDT_5m")
 FOLDS = 5

@@ -7,23 +7,23 @@ import numpy as np
 import pandas as pd
 
 from tests.evaluation.builders import HORIZON, evaluation_inputs, market_frame
-from trading_engine.backtest import CostModel
-from trading_engine.backtest.baselines import (
+from trading_engine.evaluation.backtest import (
+    DailyPortfolio,
+    EvaluationSettings,
+    fit_logistic_baselines,
+    fold_layouts,
+)
+from trading_engine.evaluation.baselines import (
     LogisticBaseline,
     TurnoverProfile,
     mean_reversion_positions,
     momentum_positions,
     random_positions,
 )
-from trading_engine.backtest.engine import simulate
-from trading_engine.backtest.evaluation import (
-    DailyPortfolio,
-    EvaluationSettings,
-    fit_logistic_baselines,
-    fold_layouts,
-)
-from trading_engine.backtest.metrics import daily_returns, sharpe_ratio
-from trading_engine.backtest.portfolio import align_market, portfolio_returns, trade_positions
+from trading_engine.trading import CostModel
+from trading_engine.trading.engine import simulate
+from trading_engine.trading.metrics import daily_returns, sharpe_ratio
+from trading_engine.trading.portfolio import align_market, portfolio_returns, trade_positions
 
 
 def test_momentum_and_mean_reversion_are_invariant_to_truncation() -> None:

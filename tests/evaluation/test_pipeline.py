@@ -14,8 +14,8 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.text import TextDataset
 
 from tests.evaluation.builders import HORIZON, evaluation_inputs
+from trading_engine.evaluation.report import PLOT_FILES
 from trading_engine.pipelines.evaluation import create_pipeline
-from trading_engine.reporting.report import PLOT_FILES
 
 REQUIRED = {"sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "probabilistic_sharpe",
             "deflated_sharpe", "n_trials"}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from trading_engine.backtest.prediction_metrics import (
+from trading_engine.evaluation.prediction_metrics import (
     accuracy,
     balanced_accuracy,
     calibration_table,

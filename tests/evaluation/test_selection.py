@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from tests.evaluation.builders import evaluation_inputs
-from trading_engine.backtest import CostModel, TradingRule
-from trading_engine.backtest.selection import select_confidence_thresholds, thresholds_by_fold
+from trading_engine.evaluation.selection import select_confidence_thresholds, thresholds_by_fold
+from trading_engine.trading import CostModel, TradingRule
 
 QUANTILES = [0.0, 0.25, 0.5, 0.75, 0.9]
 

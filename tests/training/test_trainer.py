@@ -11,7 +11,7 @@ import torch
 from kedro.config import OmegaConfigLoader
 
 from tests.training.conftest import make_model_input, tiny_config
-from trading_engine.backtest import CostModel, TradingRule
+from trading_engine.trading import CostModel, TradingRule
 from trading_engine.training import (
     LOG_COLUMNS,
     PREDICTION_COLUMNS,

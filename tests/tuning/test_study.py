@@ -22,7 +22,6 @@ from tests.tuning.conftest import (
     tiny_training,
     tiny_tuning,
 )
-from trading_engine.backtest.significance import count_trials
 from trading_engine.pipelines.tuning import nodes
 from trading_engine.training import TrainingConfig, make_walk_forward_layout
 from trading_engine.tuning import (
@@ -32,6 +31,7 @@ from trading_engine.tuning import (
     WalkForwardObjective,
     open_storage,
 )
+from trading_engine.tuning.storage import count_trials
 
 TRADING = project_parameters()["trading"]
 

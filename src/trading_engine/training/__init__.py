@@ -3,8 +3,9 @@ rows (`scaling`), windows gathered by index from one pooled table (`windows`), t
 early stopping on the validation Sharpe (`trainer`) and the saved fold models (`fold_model`,
 `checkpoint`)."""
 
+from trading_engine.data.segments import Segment
 from trading_engine.training.fold_model import PREDICTION_COLUMNS, FoldModel
-from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, Segment, make_fold_layout
+from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, make_fold_layout
 from trading_engine.training.trainer import (
     LOG_COLUMNS,
     EarlyStopping,

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from trading_engine.features.scaling import RobustScaler
 from trading_engine.models import ModelOutput, build_model, model_config_dict
-from trading_engine.training.scaling import RobustScaler
 from trading_engine.training.windows import PooledSeries, gather_windows, window_offsets
 
 CHECKPOINT_FORMAT = "trading_engine.fold_model/1"

@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from trading_engine.data.segments import Segment
 from trading_engine.params import known_params
 
 SEGMENTS = ("train", "validation", "test")
@@ -58,21 +58,6 @@ class FoldSettings:
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> FoldSettings:
         return cls(**known_params(params, cls, "fold parameters"))
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: pd.Timestamp  # first bar, inclusive
-    end: pd.Timestamp  # last bar, inclusive
-    bars: int  # bars of the common axis inside it
-
-    def contains(self, timestamps: pd.DatetimeIndex | np.ndarray) -> np.ndarray:
-        """Boolean mask of the timestamps that fall inside [start, end]."""
-        values = _as_ns(timestamps)
-        return (values >= _as_ns(self.start)) & (values <= _as_ns(self.end))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "bars": self.bars}
 
 
 @dataclass(frozen=True)
@@ -140,12 +125,3 @@ def make_fold_layout(axis: pd.DatetimeIndex, settings: FoldSettings, purge_bars:
                           segment(test_start, test_stop)))
     holdout = segment(n - holdout_bars, n) if holdout_bars else None
     return FoldLayout(folds, holdout, purge_bars)
-
-
-def _as_ns(values: pd.Timestamp | pd.DatetimeIndex | np.ndarray) -> np.ndarray | int:
-    """Nanoseconds since the epoch (UTC), whatever the unit of the input."""
-    if isinstance(values, pd.Timestamp):
-        return values.as_unit("ns").value
-    if isinstance(values, np.ndarray) and values.dtype == np.int64:
-        return values
-    return pd.DatetimeIndex(values).as_unit("ns").asi8

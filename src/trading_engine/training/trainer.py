@@ -1,6 +1,6 @@
 """Walk-forward training: one model per fold, pooled over every series of one timeframe, early-stopped
 on the Sharpe ratio of trading its validation predictions with the project's one trading rule and
-cost model (`trading_engine.backtest`).
+cost model (`trading_engine.trading`).
 
     result = train_walk_forward(model_input, TrainingConfig.from_params(params["training"]),
                                 TradingRule.from_params(...), CostModel.from_params(...))
@@ -24,11 +24,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from trading_engine.backtest.costs import CostModel
-from trading_engine.backtest.metrics import sharpe_daily_annualised
-from trading_engine.backtest.portfolio import portfolio_returns, strategy_returns
-from trading_engine.backtest.rules import TradingRule
 from trading_engine.data.schema import parse_series_key
+from trading_engine.data.segments import Segment
+from trading_engine.features.scaling import RobustScaler, robust_scale
 from trading_engine.models import (
     IGNORE_CLASS,
     MODELS,
@@ -38,9 +36,12 @@ from trading_engine.models import (
     multitask_loss,
 )
 from trading_engine.params import known_params
+from trading_engine.trading.costs import CostModel
+from trading_engine.trading.metrics import sharpe_daily_annualised
+from trading_engine.trading.portfolio import portfolio_returns, strategy_returns
+from trading_engine.trading.rule import TradingRule
 from trading_engine.training.fold_model import FoldModel, autocast, prediction_frame
-from trading_engine.training.scaling import RobustScaler, robust_scale
-from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, Segment, make_fold_layout
+from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, make_fold_layout
 from trading_engine.training.windows import (
     PooledSeries,
     gather_windows,

@@ -23,7 +23,7 @@ import optuna
 import pandas as pd
 import torch
 
-from trading_engine.backtest import CostModel, TradingRule
+from trading_engine.trading import CostModel, TradingRule
 from trading_engine.training import (
     Fold,
     TrainingConfig,

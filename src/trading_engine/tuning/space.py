@@ -44,8 +44,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from trading_engine.backtest import TradingRule
 from trading_engine.models import MODELS
+from trading_engine.trading import TradingRule
 from trading_engine.training import TrainingConfig
 
 TYPES = ("int", "float", "categorical")

@@ -7,7 +7,7 @@
 - a plain file path, e.g. `data/06_models/optuna_journal.log`: Optuna's journal file storage,
   safe for several processes on ONE machine (file locks), no server needed.
 
-These are the forms `trading_engine.backtest.significance.count_trials` reads, so the evaluation
+These are the forms `count_trials` reads, so the evaluation
 counts the trials of the same study for the deflated Sharpe ratio.
 
 A run that is killed leaves its trial RUNNING. On the next start, `fail_orphaned_trials` marks
@@ -106,3 +106,37 @@ def _record_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Heartbeat callback: the trial was set to FAIL because its worker stopped beating."""
     study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON,
                                        "stale: no heartbeat within the grace period (worker died?)")
+
+
+def count_trials(storage_url: str | None, study_name: str | None) -> int:
+    """Trials of the Optuna study `study_name` in `storage_url` that produced a result (complete
+    or pruned); 0 when there is no such storage or study. Never creates a database or a study."""
+    if not storage_url or not study_name:
+        return 0
+    parsed = urlsplit(storage_url)
+    if parsed.scheme.startswith("sqlite"):
+        database = storage_url.split(":///", 1)[-1]
+        if database in ("", ":memory:") or not Path(database).is_file():
+            return 0
+    elif not parsed.scheme:  # a journal file
+        if not Path(storage_url).is_file():
+            return 0
+    if parsed.scheme:
+        import sqlalchemy  # noqa: PLC0415
+
+        engine = sqlalchemy.create_engine(storage_url)
+        try:
+            has_studies = sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+        if not has_studies:
+            return 0
+        storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
+    else:
+        storage = optuna.storages.JournalStorage(JournalFileBackend(storage_url))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))

@@ -1,5 +1,5 @@
 """Nodes of the evaluation pipeline: predictions and model input in; the backtest metrics, plots
-and report out. The domain lives in trading_engine.backtest and trading_engine.reporting."""
+and report out. The domain lives in trading_engine.trading and trading_engine.evaluation."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from trading_engine.backtest import CostModel, TradingRule
-from trading_engine.backtest.evaluation import EvaluationSettings, evaluate_backtest
-from trading_engine.backtest.selection import select_confidence_thresholds
-from trading_engine.backtest.significance import count_trials
-from trading_engine.reporting import plots
-from trading_engine.reporting.report import PLOT_FILES, backtest_report, summary_table, verdicts
+from trading_engine.evaluation import plots
+from trading_engine.evaluation.backtest import EvaluationSettings, evaluate_backtest
+from trading_engine.evaluation.report import PLOT_FILES, backtest_report, summary_table, verdicts
+from trading_engine.evaluation.selection import select_confidence_thresholds
+from trading_engine.trading import CostModel, TradingRule
+from trading_engine.tuning.storage import count_trials
 
 logger = logging.getLogger(__name__)
 

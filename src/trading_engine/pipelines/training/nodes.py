@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from trading_engine.backtest import CostModel, TradingRule
+from trading_engine.trading import CostModel, TradingRule
 from trading_engine.training import TrainingConfig, series_of_timeframe, train_walk_forward
 
 

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trading_engine.backtest.costs import CostModel
-from trading_engine.backtest.metrics import (
+from trading_engine.trading.costs import CostModel
+from trading_engine.trading.metrics import (
     bar_length,
     periods_per_year,
     sharpe_daily_annualised,
     sharpe_ratio,
 )
-from trading_engine.backtest.portfolio import align_market, portfolio_returns, trade_positions
-from trading_engine.backtest.rules import TradingRule, target_positions
+from trading_engine.trading.portfolio import align_market, portfolio_returns, trade_positions
+from trading_engine.trading.rule import TradingRule, target_positions
 
 SELECTION_METRICS = ("sharpe_daily", "sharpe_per_bar")
 

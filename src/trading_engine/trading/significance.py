@@ -24,9 +24,7 @@ the evaluation feeds daily returns.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 from scipy import stats
@@ -116,41 +114,3 @@ def sharpe_significance(returns: np.ndarray, n_trials: int, sharpe_variance: flo
                                                                confidence=confidence),
         "confidence": confidence,
     }
-
-
-def count_trials(storage_url: str | None, study_name: str | None) -> int:
-    """Trials of the Optuna study `study_name` in `storage_url` that produced a result (complete
-    or pruned); 0 when there is no such storage or study. Never creates a database or a study."""
-    if not storage_url or not study_name:
-        return 0
-    import optuna  # noqa: PLC0415 (only needed when a study is read)
-
-    parsed = urlparse(storage_url)
-    if parsed.scheme.startswith("sqlite"):
-        database = storage_url.split(":///", 1)[-1]
-        if database in ("", ":memory:") or not Path(database).is_file():
-            return 0
-    elif not parsed.scheme:  # a journal file
-        if not Path(storage_url).is_file():
-            return 0
-    if parsed.scheme:
-        import sqlalchemy  # noqa: PLC0415
-
-        engine = sqlalchemy.create_engine(storage_url)
-        try:
-            has_studies = sqlalchemy.inspect(engine).has_table("studies")
-        finally:
-            engine.dispose()
-        if not has_studies:
-            return 0
-        storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
-    else:
-        from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
-
-        storage = optuna.storages.JournalStorage(JournalFileBackend(storage_url))
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        return 0
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_engine.backtest import CostModel, TradingRule, simulate
-from trading_engine.backtest.engine import bar_returns
-from trading_engine.backtest.portfolio import (
+from trading_engine.trading import CostModel, TradingRule, simulate
+from trading_engine.trading.engine import bar_returns
+from trading_engine.trading.portfolio import (
     align_market,
     portfolio_returns,
     strategy_returns,

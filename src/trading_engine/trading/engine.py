@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trading_engine.backtest.costs import CostModel
+from trading_engine.trading.costs import CostModel
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trading_engine.backtest.costs import CostModel
-from trading_engine.backtest.engine import simulate
-from trading_engine.backtest.rules import TradingRule, target_positions
+from trading_engine.trading.costs import CostModel
+from trading_engine.trading.engine import simulate
+from trading_engine.trading.rule import TradingRule, target_positions
 
 RESULT_COLUMNS = ("held_position", "gross_return", "fee_cost", "slippage_cost", "funding_cost",
                   "net_return", "turnover")

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_engine.backtest import CostModel
-from trading_engine.backtest.engine import simulate
-from trading_engine.backtest.metrics import (
+from trading_engine.trading import CostModel
+from trading_engine.trading.engine import simulate
+from trading_engine.trading.metrics import (
     DAYS_PER_YEAR,
     cagr,
     daily_returns,

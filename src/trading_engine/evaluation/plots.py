@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from trading_engine.backtest.metrics import DAYS_PER_YEAR
+from trading_engine.trading.metrics import DAYS_PER_YEAR
 
 PERIOD_TITLES = {"out_of_sample": "Walk-forward out-of-sample (test folds)", "holdout": "Holdout"}
 MODEL = "model"

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trading_engine.backtest.portfolio import portfolio_returns
-from trading_engine.backtest.significance import sharpe_significance
 from trading_engine.data.schema import parse_series_key, timeframe_to_timedelta
+from trading_engine.trading.portfolio import portfolio_returns
+from trading_engine.trading.significance import sharpe_significance
 
 DAYS_PER_YEAR = 365  # crypto trades every day
 DAY = pd.Timedelta(days=1)

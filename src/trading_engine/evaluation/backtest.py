@@ -17,33 +17,33 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from trading_engine.backtest.baselines import (
+from trading_engine.data.schema import parse_series_key, timeframe_to_milliseconds
+from trading_engine.data.segments import Segment
+from trading_engine.evaluation.baselines import (
     LogisticBaseline,
     TurnoverProfile,
     mean_reversion_positions,
     momentum_positions,
     random_positions,
 )
-from trading_engine.backtest.costs import CostModel
-from trading_engine.backtest.engine import simulate
-from trading_engine.backtest.metrics import (
+from trading_engine.evaluation.prediction_metrics import prediction_metrics
+from trading_engine.evaluation.selection import thresholds_by_fold
+from trading_engine.params import known_params
+from trading_engine.trading.costs import CostModel
+from trading_engine.trading.engine import simulate
+from trading_engine.trading.metrics import (
     DAYS_PER_YEAR,
     daily_returns,
     performance_metrics,
     sharpe_ratio,
 )
-from trading_engine.backtest.portfolio import (
+from trading_engine.trading.portfolio import (
     align_market,
     bar_values,
     portfolio_returns,
     trade_positions,
 )
-from trading_engine.backtest.prediction_metrics import prediction_metrics
-from trading_engine.backtest.rules import TradingRule, target_positions
-from trading_engine.backtest.selection import thresholds_by_fold
-from trading_engine.data.schema import parse_series_key, timeframe_to_milliseconds
-from trading_engine.params import known_params
-from trading_engine.training.splits import Segment
+from trading_engine.trading.rule import TradingRule, target_positions
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from trading_engine.training.scaling import RobustScaler
+from trading_engine.features.scaling import RobustScaler
 
 STATES = np.array([-1.0, 0.0, 1.0])
 

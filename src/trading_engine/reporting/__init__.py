@@ -1,1 +1,0 @@
-"""Plots and the human report of the backtest."""
