@@ -61,7 +61,7 @@ DEMO_RUN_PARAMS = {
     "training.folds.n_folds": 2,
     "training.progress": "false",
     "evaluation.settings.random_seeds": 20,
-    "evaluation.settings.logistic_max_train_rows": 20000,
+    "evaluation.settings.baseline_max_train_rows": 20000,
 }
 
 

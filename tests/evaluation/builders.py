@@ -73,7 +73,8 @@ def predictions_for(series: str, frame: pd.DataFrame, layout: dict, quality: flo
             "timestamp": rows.index, "series": series, "symbol": series.rsplit("_", 1)[0].replace("_", "/"),
             "timeframe": series.rsplit("_", 1)[1], "fold": fold, "segment": name,
             "prob_down": down, "prob_flat": 1 - up - down, "prob_up": up,
-            "pred_return": call * 0.001 + 0.0001 * rng.standard_normal(n), "confidence": confidence}))
+            # Above the default round trip (0.12 %), so that the cost-aware rule trades the calls.
+            "pred_return": call * 0.003 + 0.0001 * rng.standard_normal(n), "confidence": confidence}))
     return pd.concat(blocks, ignore_index=True)
 
 

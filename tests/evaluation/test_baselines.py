@@ -1,24 +1,25 @@
-"""Baselines: causal, the random signal has the model's turnover, the logistic model learns only
-from training rows."""
+"""Baselines: causal (truncation-invariant), the random signal has the model's turnover, the fitted
+baselines learn only from each fold's training rows, the trend follower targets its volatility."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.evaluation.builders import HORIZON, evaluation_inputs, market_frame
 from trading_engine.evaluation.backtest import (
     DailyPortfolio,
     EvaluationSettings,
-    fit_logistic_baselines,
-    fold_layouts,
+    fit_baseline_forecasts,
 )
 from trading_engine.evaluation.baselines import (
     LogisticBaseline,
+    SlopeForecast,
     TurnoverProfile,
-    mean_reversion_positions,
-    momentum_positions,
+    last_return,
     random_positions,
+    trend_following_positions,
 )
 from trading_engine.trading import CostModel
 from trading_engine.trading.engine import simulate
@@ -26,13 +27,16 @@ from trading_engine.trading.metrics import daily_returns, sharpe_ratio
 from trading_engine.trading.portfolio import align_market, portfolio_returns, trade_positions
 
 
-def test_momentum_and_mean_reversion_are_invariant_to_truncation() -> None:
-    close = market_frame(300, seed=0)["close"]
-    for signal in (lambda c: momentum_positions(c, 5), mean_reversion_positions):
+def test_signals_and_trend_following_are_invariant_to_truncation() -> None:
+    frame = market_frame(40_000, seed=0, freq="15min")  # about 400 days
+    close = frame["close"]
+    for signal in (lambda c: last_return(c, 5), lambda c: last_return(c, 1), trend_following_positions):
         full = signal(close)
-        truncated = signal(close.iloc[:200])
-        pd.testing.assert_series_equal(full.iloc[:200], truncated)
-    assert momentum_positions(close, 5).iloc[:5].eq(0).all()
+        truncated = signal(close.iloc[:30_000])
+        np.testing.assert_array_equal(full.iloc[:30_000].to_numpy(), truncated.to_numpy())
+    trend = trend_following_positions(close)
+    assert trend.iloc[: 84 * 96].eq(0).all()  # flat until the 12-week trend is known
+    assert trend.abs().max() <= 2.0 and trend.ne(0).mean() > 0.5
 
 
 def test_random_signal_has_the_models_turnover_and_state_shares() -> None:
@@ -91,20 +95,52 @@ def test_fast_daily_portfolio_equals_the_shared_portfolio_returns() -> None:
     np.testing.assert_allclose(DailyPortfolio(aligned).daily(bars["net_return"].to_numpy()), expected, atol=1e-15)
 
 
-def test_logistic_baselines_read_only_each_folds_training_rows() -> None:
+def test_fitted_baselines_read_only_each_folds_training_and_validation_rows() -> None:
     predictions, market, summary = evaluation_inputs()
-    layouts = fold_layouts(summary)
-    settings = EvaluationSettings(horizon=HORIZON)
-    models = fit_logistic_baselines(predictions, market, layouts, settings, {0, 1})
-    assert set(models) == {("5m", 0), ("5m", 1)}
-    train_end = pd.Timestamp(layouts["5m"]["folds"][0]["train"]["end"])
+    settings = EvaluationSettings(horizon=HORIZON, baseline_max_train_rows=10_000)
+    forecasts = fit_baseline_forecasts(predictions, market, summary, settings)
+    assert set(forecasts["strategy"]) == {"momentum", "mean_reversion", "logistic", "gradient_boosting"}
+    assert len(forecasts) == 4 * len(predictions)
+    fold_0 = summary["fold_layouts"]["5m"]["folds"][0]
+    validation_end = pd.Timestamp(fold_0["validation"]["end"])
     changed = {}
     for series, frame in market.items():
         frame = frame.copy()
-        later = frame.index > train_end
+        later = frame.index > validation_end
         frame.loc[later, ["feat_noise", "feat_hint"]] = 7.0
-        frame.loc[later, f"target_binary_{HORIZON}"] = 1.0
+        frame.loc[later, [f"target_ret_{HORIZON}", "close"]] *= 3.0
         changed[series] = frame
-    again = fit_logistic_baselines(predictions, changed, layouts, settings, {0, 1})
-    np.testing.assert_array_equal(again[("5m", 0)].model.coef_, models[("5m", 0)].model.coef_)
-    assert not np.array_equal(again[("5m", 1)].model.coef_, models[("5m", 1)].model.coef_)  # fold 1 trains later
+    again = fit_baseline_forecasts(predictions, changed, summary, settings)
+    keys = ["strategy", "series", "fold", "segment", "timestamp"]
+    before, after = (f.sort_values(keys).reset_index(drop=True) for f in (forecasts, again))
+    fold_0_validation = ((before["fold"] == 0) & (before["segment"] == "validation")).to_numpy()
+    np.testing.assert_array_equal(after["pred_return"][fold_0_validation], before["pred_return"][fold_0_validation])
+    later_fold = (before["fold"] == 1).to_numpy() & (before["strategy"] == "gradient_boosting").to_numpy()
+    assert not np.allclose(after["pred_return"][later_fold], before["pred_return"][later_fold])
+
+
+def test_slope_forecasts_keep_their_sign() -> None:
+    rng = np.random.default_rng(5)
+    past = rng.standard_normal(5000)
+    future = 0.3 * past + rng.standard_normal(5000)
+    assert SlopeForecast.fit(past, future, 5, +1.0).slope == pytest.approx(0.3, abs=0.05)
+    assert SlopeForecast.fit(past, future, 1, -1.0).slope == 0.0  # a trend is no reversal: it never trades
+    assert SlopeForecast.fit(past, -future, 1, -1.0).slope == pytest.approx(-0.3, abs=0.05)
+
+
+def test_trend_following_targets_its_volatility() -> None:
+    frame = market_frame(200_000, seed=6, freq="15min", drift=0.0, volatility=0.004)  # about 5.7 years
+    close = frame["close"]
+    positions = trend_following_positions(close, target_volatility=0.2, max_leverage=10.0)
+    # The target changes only at a day's last bar.
+    changed = positions.ne(positions.shift()).to_numpy().copy()
+    changed[0] = False
+    index = pd.DatetimeIndex(close.index)
+    last_of_day = np.asarray((index + pd.Timedelta(minutes=15)).floor("D") != index.floor("D"))
+    assert changed.sum() > 1000 and np.all(last_of_day[changed])
+    active = positions.iloc[100 * 96:]
+    bars = simulate(active.to_numpy(), frame["open"].iloc[100 * 96:].to_numpy(), close.iloc[100 * 96:].to_numpy(),
+                    CostModel.free())
+    realised = daily_returns(pd.Series(bars.net_return, index=active.index)).std() * np.sqrt(365)
+    # The position is the mean of three trend signs, so it targets 20 % only when they agree.
+    assert 0.05 < realised < 0.25

@@ -44,7 +44,7 @@ def test_a_random_walk_is_not_significant(tmp_path) -> None:
         after_costs = metrics["portfolio"][period]
         assert after_costs["deflated_sharpe"] < 0.5
         assert after_costs["before_costs"]["deflated_sharpe"] < 0.95
-    assert metrics["portfolio"]["n_trials"] == 5  # no Optuna study: the five threshold candidates
+    assert metrics["portfolio"]["n_trials"] == 7  # no Optuna study: not trading + 3 x 2 rule candidates
 
 
 @pytest.mark.slow

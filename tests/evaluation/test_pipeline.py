@@ -19,8 +19,10 @@ from trading_engine.pipelines.evaluation import create_pipeline
 
 REQUIRED = {"sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "probabilistic_sharpe",
             "deflated_sharpe", "n_trials"}
-SETTINGS = {"random_seeds": 20, "seed": 0, "logistic_max_train_rows": 5000, "logistic_regularisation": 1.0,
-            "calibration_bins": 10, "significance_confidence": 0.95}
+SETTINGS = {"random_seeds": 20, "seed": 0, "baseline_max_train_rows": 5000, "logistic_regularisation": 1.0,
+            "calibration_bins": 10, "significance_confidence": 0.95, "bootstrap_resamples": 200}
+BASELINES = {"flat", "buy_and_hold", "always_short", "trend_following", "momentum", "mean_reversion", "logistic",
+             "gradient_boosting", "random"}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,7 @@ def outputs(tmp_path_factory):
         "training_summary": summary,
         "params:trading": {"costs": {"taker_fee": 0.0005, "slippage_bps": 1.0}, "rule": {}},
         "params:tuning": {"storage": f"sqlite:///{folder / 'no_study.db'}", "study_name": "none"},
-        "params:training.horizon": HORIZON,
-        "params:evaluation.threshold_selection": {"quantiles": [0.0, 0.5, 0.75], "metric": "sharpe_per_bar"},
+        "params:evaluation.rule_selection": {"grid": {"cost_multiple": [1.0, 2.0]}, "metric": "sharpe_per_bar"},
         "params:evaluation.settings": SETTINGS,
         "params:evaluation.report": {"rolling_sharpe_days": 2, "outputs_folder": str(folder)},
     }
@@ -59,18 +60,18 @@ def test_metrics_json_has_the_promised_layout(outputs) -> None:
     for period in ("out_of_sample", "holdout"):
         assert REQUIRED <= set(portfolio[period])
         assert REQUIRED - {"deflated_sharpe", "n_trials"} <= set(portfolio[period]["before_costs"])
-        assert portfolio[period]["n_trials"] == 3  # no Optuna study: the three threshold candidates
+        assert portfolio[period]["n_trials"] == 3  # no Optuna study: not trading and two cost multiples
     assert portfolio["sharpe"] == portfolio["out_of_sample"]["sharpe"]
     assert set(metrics["per_series"]) == {"BTC_USDT_5m", "ETH_USDT_5m"}
     assert "before_costs" in metrics["per_series"]["BTC_USDT_5m"]["holdout"]
-    baselines = {"buy_and_hold", "always_short", "momentum", "mean_reversion", "logistic", "random"}
-    assert set(metrics["baselines"]) == baselines
+    assert set(metrics["baselines"]) == BASELINES
     assert REQUIRED - {"deflated_sharpe"} <= set(metrics["baselines"]["momentum"]["portfolio"]["holdout"])
     assert metrics["baselines"]["random"]["out_of_sample"]["n_seeds"] == 20
-    assert set(metrics["comparison"]["out_of_sample"]) == baselines
+    assert set(metrics["comparison"]["out_of_sample"]) == BASELINES | {"all_baselines"}
+    assert metrics["trading_rule"]["horizon"] == HORIZON  # from the training summary
     assert {"accuracy", "log_loss", "information_coefficient", "expected_calibration_error"} <= set(
         metrics["model"]["holdout"])
-    assert metrics["trials"] == {"optuna": 0, "confidence_threshold_candidates": 3, "total": 3}
+    assert metrics["trials"] == {"optuna": 0, "rule_candidates": 3, "total": 3}
     assert not (outputs / "no_study.db").exists()
 
 
@@ -98,7 +99,7 @@ def test_summary_is_logged_last(tmp_path, caplog) -> None:
     metrics = json.loads(json.dumps({"portfolio": {"out_of_sample": {"sharpe": 1.0, "n_trades": 3}},
                                      "comparison": {"out_of_sample": {"momentum": {
                                          "model_sharpe": 1.0, "baseline_sharpe": np.float64(2.0).item(),
-                                         "model_beats": False}}}}))
+                                         "model_beats": False, "p_value": 0.8, "significant": False}}}}))
     with caplog.at_level(logging.INFO, logger="trading_engine"):
         log_backtest_summary(metrics, "# report", {"outputs_folder": str(tmp_path)})
     assert "the model does NOT beat momentum" in caplog.text and str(tmp_path) in caplog.text

@@ -49,12 +49,28 @@ def test_information_coefficient_is_spearman() -> None:
 
 def test_coverage_precision_by_hand() -> None:
     confidence = np.array([0.1, 0.2, 0.3, 0.4])
-    correct = np.array([0, 0, 1, 1])
-    directional = np.array([0.0, np.nan, 1.0, 0.0])
-    table = coverage_precision_table(confidence, correct, directional, quantiles=np.array([0.0, 0.5, 1.0]))
+    right = np.array([0, 0, 1, 1])
+    predicted_up = np.array([1, 0, 1, 1])
+    realised_up = np.array([0, 1, 1, 1])
+    table = coverage_precision_table(confidence, right, predicted_up, realised_up, quantiles=np.array([0.0, 0.5, 1.0]))
     assert table["coverage"].tolist() == [1.0, 0.5, 0.25]
     assert table["precision"].tolist() == [0.5, 1.0, 1.0]
-    np.testing.assert_allclose(table["directional_precision"], [1 / 3, 0.5, 0.0])
+    # Chance: long share q, up share p -> q p + (1 - q)(1 - p): (3/4, 3/4), (1, 1), (1, 1).
+    np.testing.assert_allclose(table["chance_precision"], [0.75 * 0.75 + 0.25 * 0.25, 1.0, 1.0])
+
+
+def test_calibration_and_coverage_measure_the_traded_direction() -> None:
+    # The classes say "flat" with confidence, but the rule trades the sign of pred_return: the
+    # confidence head's event is whether that sign is the realised one.
+    frame = pd.DataFrame({"prob_down": 0.1, "prob_flat": 0.8, "prob_up": 0.1, "confidence": [0.9, 0.9, 0.2, 0.2],
+                          "pred_return": [0.01, -0.01, 0.01, 0.01], "target_dir_3": [0.0, 0.0, 0.0, 0.0],
+                          "target_ret_3": [0.001, -0.002, -0.001, -0.003]})
+    metrics = prediction_metrics(frame, horizon=3, n_bins=10)
+    assert metrics["accuracy"] == 1.0  # every class call ("flat") is right ...
+    assert metrics["directional_accuracy"] == 0.5  # ... but half of the traded directions are wrong
+    bins = {round(row["mean_confidence"], 1): row["accuracy"] for row in metrics["calibration"]}
+    assert bins == {0.9: 1.0, 0.2: 0.0}
+    assert [row["precision"] for row in metrics["coverage_precision"]][-1] == 1.0
 
 
 def test_prediction_metrics_skip_rows_without_a_target() -> None:

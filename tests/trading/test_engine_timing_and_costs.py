@@ -91,9 +91,9 @@ def test_strategy_returns_trades_each_block_alone_and_portfolio_is_equal_weight(
     for series in market:
         for fold, segment, chunk in ((0, "test", index[:4]), (1, "test", index[4:])):
             rows.append(pd.DataFrame({"timestamp": chunk, "series": series, "fold": fold, "segment": segment,
-                                      "prob_down": 0.1, "prob_flat": 0.1, "prob_up": 0.8, "confidence": 0.9}))
+                                      "pred_return": 0.01, "confidence": 0.9}))
     predictions = pd.concat(rows, ignore_index=True).sample(frac=1.0, random_state=0)
-    trades = strategy_returns(predictions, market, TradingRule(), CostModel.free())
+    trades = strategy_returns(predictions, market, TradingRule(), CostModel.free(), horizon=1)
     # Each block starts flat: the first bar of each block earns nothing.
     first_bars = trades.groupby(["series", "fold"])["held_position"].first()
     assert (first_bars == 0).all()
@@ -117,9 +117,8 @@ def test_trade_positions_matches_strategy_returns() -> None:
     market = {"A_USDT_5m": pd.DataFrame({"open": np.arange(1.0, 7.0), "close": np.arange(1.5, 7.5),
                                          "funding_rate": 0.0}, index=index)}
     predictions = pd.DataFrame({"timestamp": index, "series": "A_USDT_5m", "fold": 0, "segment": "test",
-                                "prob_down": [0.6, 0.1, 0.1, 0.6, 0.1, 0.1], "prob_up": [0.1, 0.6, 0.6, 0.1, 0.6, 0.1],
-                                "confidence": 1.0})
+                                "pred_return": [-0.01, 0.01, 0.01, -0.01, 0.01, 0.0], "confidence": 1.0})
     aligned = align_market(predictions, market)
-    by_rule = strategy_returns(predictions, market, TradingRule(), CostModel())
+    by_rule = strategy_returns(predictions, market, TradingRule(min_holding_bars=1), CostModel(), horizon=60)
     by_positions = trade_positions(aligned, np.array([-1.0, 1, 1, -1, 1, 0]), CostModel())
     pd.testing.assert_frame_equal(by_rule, by_positions)

@@ -82,7 +82,7 @@ def test_fold_model_is_the_best_epoch_and_training_stops_after_patience(trained,
         assert fold.epochs_run == min(4, fold.best_epoch + 1)  # max_epochs 4, patience 1
         # Trading the kept model's validation predictions again gives the best epoch's Sharpe.
         validation = fold.predictions[fold.predictions["segment"] == "validation"]
-        assert trading_sharpe(validation, planted_model_input, RULE, COSTS) == pytest.approx(fold.validation_sharpe,
+        assert trading_sharpe(validation, planted_model_input, RULE, COSTS, 5) == pytest.approx(fold.validation_sharpe,
                                                                                             rel=1e-9)
 
 
@@ -211,7 +211,7 @@ def test_planted_signal_beats_a_random_walk_on_the_same_config():
     assert planted.mean_validation_sharpe > random_walk.mean_validation_sharpe + 5.0
     # Out of sample too: the test segments, which early stopping never saw.
     test_rows = planted.predictions[planted.predictions["segment"] == "test"]
-    assert trading_sharpe(test_rows, make_model_input(signal=0.3, seed=11), RULE, COSTS) > 2.0
+    assert trading_sharpe(test_rows, make_model_input(signal=0.3, seed=11), RULE, COSTS, 5) > 2.0
 
 
 def test_summary_holds_the_fold_layout_and_is_json(trained):

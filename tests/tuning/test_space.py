@@ -85,7 +85,7 @@ def test_every_draw_of_the_project_spaces_is_a_valid_configuration(env):
             "training.transformer.d_ff", "training.transformer.dropout", "training.learning_rate",
             "training.weight_decay", "training.batch_size", "training.seq_len",
             "training.loss_weights.classification", "training.loss_weights.regression",
-            "training.loss_weights.confidence", "trading.rule.confidence_threshold"} == set(space.names)
+            "training.loss_weights.confidence"} == set(space.names)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(40):
         trial = study.ask()
@@ -93,7 +93,6 @@ def test_every_draw_of_the_project_spaces_is_a_valid_configuration(env):
         training, trading = space.apply(values, base, params["trading"])
         config = TrainingConfig.from_params(training)
         MODELS[config.model][0](n_features=1, seq_len=config.seq_len, **config.model_params)  # d_model % n_heads
-        assert trading["rule"]["confidence_threshold"] == values["trading.rule.confidence_threshold"]
         assert config.learning_rate == values["training.learning_rate"]
         study.tell(trial, 0.0)
     assert space.max_value("training.transformer.d_model") == (256 if env == "binance" else 32)

@@ -1,7 +1,8 @@
-"""The evaluation of a predictions table: the model, traded with the confidence threshold chosen
-on validation, beside the baselines, on the walk-forward out-of-sample period (every `test`
-segment) and on the final holdout, before and after costs, per series and for the equal-weight
-portfolio; with the significance of its Sharpe ratio and the quality of its predictions.
+"""The evaluation of a predictions table: the model, traded with the rule chosen on validation,
+beside the baselines, on the walk-forward out-of-sample period (every `test` segment) and on the
+final holdout, before and after costs, per series and for the equal-weight portfolio; with the
+significance of its Sharpe ratio, of its differences with each baseline, and the quality of its
+predictions.
 
 The layout of the result (`backtest_metrics.json`) is described in docs/metrics.md.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -20,52 +21,71 @@ from tqdm.auto import tqdm
 from trading_engine.data.schema import parse_series_key, timeframe_to_milliseconds
 from trading_engine.data.segments import Segment
 from trading_engine.evaluation.baselines import (
-    LogisticBaseline,
+    GradientBoostingForecast,
+    ProbabilityForecast,
+    SlopeForecast,
     TurnoverProfile,
-    mean_reversion_positions,
-    momentum_positions,
+    last_return,
     random_positions,
+    trend_following_positions,
 )
 from trading_engine.evaluation.prediction_metrics import prediction_metrics
-from trading_engine.evaluation.selection import thresholds_by_fold
+from trading_engine.evaluation.selection import RuleSelectionSettings, rules_by_fold, select_rules
 from trading_engine.params import known_params
+from trading_engine.trading.calendar import DAYS_PER_YEAR, series_bar_length
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.engine import simulate
-from trading_engine.trading.metrics import (
-    DAYS_PER_YEAR,
-    daily_returns,
-    performance_metrics,
-    sharpe_ratio,
-)
+from trading_engine.trading.metrics import daily_returns, performance_metrics, sharpe_ratio
 from trading_engine.trading.portfolio import (
     align_market,
     bar_values,
     portfolio_returns,
+    rule_positions,
     trade_positions,
 )
-from trading_engine.trading.rule import TradingRule, target_positions
+from trading_engine.trading.rule import TradingRule
+from trading_engine.trading.significance import sharpe_difference_test
 
 logger = logging.getLogger(__name__)
 
 PERIODS = {"out_of_sample": "test", "holdout": "holdout"}  # period name -> predictions segment
-DETERMINISTIC_BASELINES = ("buy_and_hold", "always_short", "momentum", "mean_reversion", "logistic")
+# Baselines that forecast the horizon's return and trade it through the model's rule family.
+FORECASTING_BASELINES = ("momentum", "mean_reversion", "logistic", "gradient_boosting")
+# Baselines that give positions directly.
+POSITION_BASELINES = ("flat", "buy_and_hold", "always_short", "trend_following")
+DETERMINISTIC_BASELINES = (*POSITION_BASELINES, *FORECASTING_BASELINES)
+STRONGEST_BASELINE = "gradient_boosting"  # the model must beat it before the report says "beats the baselines"
 HEADLINE_METRICS = ("sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor",
                     "probabilistic_sharpe", "deflated_sharpe", "n_trials")
+FORECAST_COLUMNS = ("strategy", "timestamp", "series", "symbol", "timeframe", "fold", "segment", "pred_return",
+                    "confidence")
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    horizon: int  # bars; the momentum look-back and the targets the model metrics read
+    horizon: int  # bars: the forecasts' horizon (from the training summary), the targets the metrics read
     random_seeds: int = 200  # random-signal baselines drawn per period
     seed: int = 0
-    logistic_max_train_rows: int = 200_000  # evenly spaced training rows per fold and timeframe
+    baseline_max_train_rows: int = 200_000  # evenly spaced training rows per fold and timeframe
     logistic_regularisation: float = 1.0  # scikit-learn's C
     calibration_bins: int = 10
-    significance_confidence: float = 0.95  # of the minimum track record length
+    significance_confidence: float = 0.95  # of the minimum track record length and the Sharpe interval
+    bootstrap_resamples: int = 2000  # stationary block bootstrap: Sharpe intervals and difference tests
+    significance_level: float = 0.05  # a Sharpe difference is significant when its p-value is below this
+    trend_target_volatility: float = 0.2  # the trend-following baseline's annual volatility target
+    trend_max_leverage: float = 2.0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, horizon: int) -> EvaluationSettings:
         return cls(horizon=int(horizon), **known_params(params, cls, "evaluation settings"))
+
+
+def training_horizon(training_summary: Mapping[str, Any]) -> int:
+    """The horizon (bars) the model was trained on: what training wrote, not the parameters."""
+    horizon = (training_summary.get("config") or {}).get("horizon", training_summary.get("horizon"))
+    if horizon is None:
+        raise ValueError("the training summary names no horizon: run the training pipeline first")
+    return int(horizon)
 
 
 def period_rows(predictions: pd.DataFrame, segment: str) -> pd.DataFrame:
@@ -108,100 +128,124 @@ def fold_layouts(training_summary: Mapping[str, Any] | None) -> dict[str | None,
     return found
 
 
-def _training_mask(index: pd.DatetimeIndex, layout: Mapping[str, Any] | None, fold: int,
-                   validation_start: pd.Timestamp | None, purge_bars: int) -> np.ndarray | None:
-    """Rows of a series that fold `fold` trained on: the layout's train segment when known, else
-    every row more than `purge_bars` bars before the fold's first validation bar; None if neither."""
-    if layout is not None:
-        for entry in layout.get("folds", []):
-            if int(entry.get("fold", -1)) == int(fold):
-                train = entry["train"]
-                return Segment(pd.Timestamp(train["start"]), pd.Timestamp(train["end"]), 0).contains(index)
-    if validation_start is None:
-        return None
-    stop = int(index.searchsorted(validation_start)) - purge_bars
-    return np.arange(len(index)) < stop
+def training_mask(index: pd.DatetimeIndex, layout: Mapping[str, Any] | None, fold: int) -> np.ndarray:
+    """Rows of a series that fold `fold` trained on, from the layout's train segment."""
+    for entry in (layout or {}).get("folds", []):
+        if int(entry.get("fold", -1)) == int(fold):
+            train = entry["train"]
+            return Segment(pd.Timestamp(train["start"]), pd.Timestamp(train["end"]), 0).contains(index)
+    raise ValueError(f"the training summary has no layout for fold {fold}: cannot find its training rows")
 
 
-def fit_logistic_baselines(predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame],
-                           layouts: Mapping[str | None, Mapping[str, Any]], settings: EvaluationSettings,
-                           folds: set[int], feature_names: Sequence[str] | None = None,
-                           ) -> dict[tuple[str, int], LogisticBaseline]:
-    """One logistic baseline per (timeframe, fold), fitted on the fold's training rows of every
-    series of that timeframe (evenly thinned to at most `logistic_max_train_rows`), on the model's
-    features (`feature_names`, default: every `feat_*` column the series share)."""
-    target = f"target_binary_{settings.horizon}"
-    validation = predictions.loc[predictions["segment"] == "validation"]
-    validation_starts = validation.groupby(["series", "fold"], observed=True)["timestamp"].min()
+def _thinned(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    step = max(1, int(np.ceil(len(frame) / max_rows)))
+    return frame.iloc[::step]
+
+
+def fit_baseline_forecasts(predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame],
+                           training_summary: Mapping[str, Any], settings: EvaluationSettings) -> pd.DataFrame:
+    """The forecasts of every forecasting baseline on every row of `predictions` (the same
+    series, folds, segments and bars as the model): FORECAST_COLUMNS, with `pred_return` the
+    baseline's expected log return over the horizon and `confidence` 1.
+
+    Per (timeframe, fold), each baseline is fitted on the fold's training rows of every series of
+    that timeframe (from the fold layout in the training summary; evenly thinned to at most
+    `baseline_max_train_rows`), on the model's features; gradient boosting is early-stopped on
+    the fold's validation rows. Later rows are never read by a fit (tested)."""
+    horizon = settings.horizon
+    target = f"target_ret_{horizon}"
+    layouts = fold_layouts(training_summary)
+    feature_names = training_summary.get("feature_names")
     series_by_timeframe: dict[str, list[str]] = {}
     for series in sorted(predictions["series"].unique()):
         series_by_timeframe.setdefault(parse_series_key(series)[1], []).append(series)
-    models = {}
+    blocks = []
     for timeframe, members in series_by_timeframe.items():
         layout = layouts.get(timeframe, layouts.get(None))
-        purge_bars = int((layout or {}).get("purge_bars", settings.horizon))
         shared = set.intersection(*({str(c) for c in market[s].columns if str(c).startswith("feat_")}
                                     for s in members))
         features = [f for f in feature_names if f in shared] if feature_names else sorted(shared)
-        for fold in sorted(folds):
-            blocks = []
+        momentum = {s: last_return(market[s]["close"], horizon) for s in members}
+        reversal = {s: last_return(market[s]["close"], 1) for s in members}
+        rows_of = predictions.loc[predictions["series"].isin(members)]
+        for fold, fold_rows in rows_of.groupby("fold", sort=True):
+            train_parts, validation_parts = [], []
             for series in members:
                 frame = market[series]
-                start = validation_starts.get((series, fold))
-                mask = _training_mask(pd.DatetimeIndex(frame.index), layout, fold,
-                                      None if start is None else pd.Timestamp(start), purge_bars)
-                if mask is None:
-                    continue
-                rows = frame.loc[mask & frame[target].notna().to_numpy(), [*features, target]]
-                blocks.append(rows)
-            train = pd.concat(blocks) if blocks else pd.DataFrame()
-            if train.empty or not features:
-                logger.warning("no training rows for the logistic baseline of %s fold %s: it stays flat", timeframe, fold)
-                continue
-            step = max(1, int(np.ceil(len(train) / settings.logistic_max_train_rows)))
-            train = train.iloc[::step]
-            models[(timeframe, fold)] = LogisticBaseline.fit(train[features], train[target].to_numpy(),
-                                                             settings.logistic_regularisation)
-    return models
+                known = frame[target].notna().to_numpy()
+                mask = training_mask(pd.DatetimeIndex(frame.index), layout, int(fold)) & known
+                train_parts.append(frame.loc[mask, [*features, target]].assign(
+                    momentum=momentum[series][mask].to_numpy(), reversal=reversal[series][mask].to_numpy()))
+                validation_stamps = fold_rows.loc[(fold_rows["series"] == series)
+                                                  & (fold_rows["segment"] == "validation"), "timestamp"]
+                validation = frame.loc[frame.index.isin(validation_stamps) & known, [*features, target]]
+                validation_parts.append(validation)
+            train = _thinned(pd.concat(train_parts), settings.baseline_max_train_rows)
+            validation = pd.concat(validation_parts)
+            if train.empty or validation.empty or not features:
+                raise ValueError(f"the baselines of {timeframe} fold {fold} have {len(train)} training and "
+                                 f"{len(validation)} validation rows")
+            returns = train[target].to_numpy()
+            momentum_fit = SlopeForecast.fit(train["momentum"].to_numpy(), returns, horizon, +1.0)
+            reversal_fit = SlopeForecast.fit(train["reversal"].to_numpy(), returns, 1, -1.0)
+            logistic_fit = ProbabilityForecast.fit(train[features], returns, settings.logistic_regularisation)
+            boosting_fit = GradientBoostingForecast.fit(train[features], returns, validation[features],
+                                                        validation[target].to_numpy(), seed=settings.seed)
+            logger.info("baselines of %s fold %d fitted on %d training rows: momentum slope %.3f, mean-reversion "
+                        "slope %.3f, gradient boosting %d trees", timeframe, fold, len(train), momentum_fit.slope,
+                        reversal_fit.slope, boosting_fit.model.n_iter_)
+            for series, rows in fold_rows.groupby("series", sort=False, observed=True):
+                stamps = pd.DatetimeIndex(rows["timestamp"])
+                frame = market[series]
+                values = frame.loc[stamps, features].to_numpy(dtype=np.float32)
+                forecasts = {
+                    "momentum": momentum_fit.slope * momentum[series].reindex(stamps).to_numpy(),
+                    "mean_reversion": reversal_fit.slope * reversal[series].reindex(stamps).to_numpy(),
+                    "logistic": logistic_fit.expected_return(values),
+                    "gradient_boosting": boosting_fit.expected_return(values),
+                }
+                for name, forecast in forecasts.items():
+                    blocks.append(rows[["timestamp", "series", "symbol", "timeframe", "fold", "segment"]].assign(
+                        strategy=name, pred_return=np.asarray(forecast, dtype=np.float64), confidence=1.0))
+    if not blocks:
+        return pd.DataFrame(columns=list(FORECAST_COLUMNS))
+    return pd.concat(blocks, ignore_index=True)[list(FORECAST_COLUMNS)]
 
 
-def logistic_positions(aligned: pd.DataFrame, market: Mapping[str, pd.DataFrame],
-                       models: Mapping[tuple[str, int], LogisticBaseline], rule: TradingRule) -> np.ndarray:
-    """Positions of the logistic baseline: the shared rule on (1 - P(up), P(up)) without the
-    confidence gate (the regression has no confidence head)."""
-    positions = np.zeros(len(aligned))
-    ungated = replace(rule, confidence_threshold=0.0, size_by_confidence=False)
-    for (series, fold), rows in aligned.groupby(["series", "fold"], observed=True).indices.items():
-        model = models.get((parse_series_key(series)[1], int(fold)))
-        if model is None:
-            continue
-        values = bar_values(aligned.iloc[rows], market, model.feature_names)
-        probability_up = model.probability_up(np.column_stack([values[f] for f in model.feature_names]))
-        positions[rows] = target_positions(1.0 - probability_up, probability_up, np.ones(len(rows)), ungated)
-    return positions
+def select_all_rules(predictions: pd.DataFrame, baseline_forecasts: pd.DataFrame, market: Mapping[str, pd.DataFrame],
+                     base: TradingRule, costs: CostModel, horizon: int,
+                     settings: RuleSelectionSettings) -> dict[str, Any]:
+    """The rule of each fold, chosen on validation rows, for the model and for every forecasting
+    baseline (each from its own forecasts, with the same candidates)."""
+    strategies = {"model": select_rules(predictions, market, base, costs, horizon, settings)}
+    for name, rows in baseline_forecasts.groupby("strategy", sort=False):
+        strategies[str(name)] = select_rules(rows, market, base, costs, horizon, settings)
+    n_configurations = strategies["model"]["n_configurations"]
+    return {"metric": settings.metric, "grid": settings.grid, "min_score": settings.min_score,
+            "n_configurations": n_configurations, "base_rule": asdict(base), "strategies": strategies}
 
 
-def model_positions(aligned: pd.DataFrame, thresholds: Mapping[int, float], rule: TradingRule) -> np.ndarray:
-    """The model's positions: the shared rule with each fold's selected confidence threshold."""
+def fold_rule_positions(aligned: pd.DataFrame, expected_return: np.ndarray, confidence: np.ndarray | None,
+                        rules: Mapping[int, TradingRule], costs: CostModel, horizon: int,
+                        market: Mapping[str, pd.DataFrame]) -> np.ndarray:
+    """Positions of a forecaster on the rows of `aligned`, each fold with its own rule."""
     positions = np.zeros(len(aligned))
     for fold, rows in aligned.groupby("fold", observed=True).indices.items():
-        fold_rule = replace(rule, confidence_threshold=thresholds[int(fold)])
-        positions[rows] = target_positions(aligned["prob_down"].to_numpy()[rows], aligned["prob_up"].to_numpy()[rows],
-                                           aligned["confidence"].to_numpy()[rows], fold_rule)
+        positions[rows] = rule_positions(aligned.iloc[rows], expected_return[rows], rules[int(fold)], costs, horizon,
+                                         None if confidence is None else confidence[rows], market)
     return positions
 
 
-def baseline_positions(aligned: pd.DataFrame, market: Mapping[str, pd.DataFrame], horizon: int,
-                       logistic: Mapping[tuple[str, int], LogisticBaseline], rule: TradingRule) -> dict[str, np.ndarray]:
-    """Positions of every deterministic baseline on the rows of `aligned`."""
-    signals = {series: pd.DataFrame({"momentum": momentum_positions(market[series]["close"], horizon),
-                                     "mean_reversion": mean_reversion_positions(market[series]["close"])})
-               for series in aligned["series"].unique()}
-    values = bar_values(aligned, signals, ["momentum", "mean_reversion"])
+def position_baselines(aligned: pd.DataFrame, market: Mapping[str, pd.DataFrame],
+                       settings: EvaluationSettings) -> dict[str, np.ndarray]:
+    """Positions of the baselines that do not forecast, on the rows of `aligned`."""
+    trend = {series: pd.DataFrame({"trend_following": trend_following_positions(
+                 market[series]["close"], target_volatility=settings.trend_target_volatility,
+                 max_leverage=settings.trend_max_leverage, bar=series_bar_length(series))})
+             for series in aligned["series"].unique()}
     ones = np.ones(len(aligned))
-    return {"buy_and_hold": ones, "always_short": -ones, "momentum": values["momentum"],
-            "mean_reversion": values["mean_reversion"],
-            "logistic": logistic_positions(aligned, market, logistic, rule)}
+    return {"flat": 0.0 * ones, "buy_and_hold": ones, "always_short": -ones,
+            "trend_following": bar_values(aligned, trend, ["trend_following"])["trend_following"]}
 
 
 class DailyPortfolio:
@@ -249,35 +293,54 @@ def random_baseline(aligned: pd.DataFrame, model: np.ndarray, costs: CostModel, 
     }
 
 
-def _strategy_entry(bars: pd.DataFrame, n_trials: int, confidence: float) -> dict[str, Any]:
+def _strategy_entry(bars: pd.DataFrame, n_trials: int, settings: EvaluationSettings,
+                    interval: bool) -> dict[str, Any]:
     """Performance metrics and significance of the portfolio and of each series."""
-
-    per_series = {str(series): performance_metrics(rows, n_trials, confidence)
+    per_series = {str(series): performance_metrics(rows, n_trials, settings.significance_confidence)
                   for series, rows in bars.groupby("series", sort=True, observed=True)}
-    return {"portfolio": performance_metrics(bars, n_trials, confidence), "per_series": per_series}
+    portfolio = performance_metrics(bars, n_trials, settings.significance_confidence,
+                                    settings.bootstrap_resamples if interval else 0, settings.seed)
+    return {"portfolio": portfolio, "per_series": per_series}
 
 
 def _with_before_costs(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     return {**after, "before_costs": before}
 
 
-def evaluate_period(rows: pd.DataFrame, market: Mapping[str, pd.DataFrame], thresholds: Mapping[int, float],
-                    rule: TradingRule, costs: CostModel, logistic: Mapping[tuple[str, int], LogisticBaseline],
-                    n_trials: int, settings: EvaluationSettings,
-                    rng: np.random.Generator) -> tuple[dict[str, Any], pd.DataFrame]:
+def _merge_forecasts(aligned: pd.DataFrame, forecasts: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """`aligned` with one column per forecasting baseline: its forecast of each row's bar."""
+    keys = ["series", "fold", "segment", "timestamp"]
+    wide = forecasts.pivot_table(index=keys, columns="strategy", values="pred_return", observed=True, aggfunc="first")
+    merged = aligned.merge(wide.reset_index(), on=keys, how="left", validate="one_to_one")
+    for name in names:
+        if name not in merged.columns:
+            merged[name] = np.nan
+    return merged
+
+
+def evaluate_period(rows: pd.DataFrame, baseline_forecasts: pd.DataFrame, market: Mapping[str, pd.DataFrame],
+                    rules: Mapping[str, Mapping[int, TradingRule]], costs: CostModel, trials: Mapping[str, int],
+                    settings: EvaluationSettings, rng: np.random.Generator) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every strategy on one period: {strategy: {"portfolio": {...}, "per_series": {...}}} with
     before-cost results nested under "before_costs", the random baseline, the model's prediction
     metrics; and the portfolio's daily returns of every strategy (for the plots)."""
-    aligned = align_market(rows, market)
-    positions = {"model": model_positions(aligned, thresholds, rule),
-                 **baseline_positions(aligned, market, settings.horizon, logistic, rule)}
+    aligned = _merge_forecasts(align_market(rows, market), baseline_forecasts, FORECASTING_BASELINES)
+    horizon = settings.horizon
+    positions = {"model": fold_rule_positions(aligned, aligned["pred_return"].to_numpy(dtype=np.float64),
+                                              aligned["confidence"].to_numpy(dtype=np.float64), rules["model"],
+                                              costs, horizon, market)}
+    positions.update(position_baselines(aligned, market, settings))
+    for name in FORECASTING_BASELINES:
+        positions[name] = fold_rule_positions(aligned, aligned[name].to_numpy(dtype=np.float64), None, rules[name],
+                                              costs, horizon, market)
     strategies: dict[str, Any] = {}
     daily_frames = []
     for name, strategy_positions in positions.items():
         entries = {}
+        n_trials = trials["total"] if name == "model" else trials["rule_candidates"] if name in FORECASTING_BASELINES else 1
         for case, case_costs in (("after_costs", costs), ("before_costs", CostModel.free())):
             bars = trade_positions(aligned, strategy_positions, case_costs)
-            entries[case] = _strategy_entry(bars, n_trials if name == "model" else 1, settings.significance_confidence)
+            entries[case] = _strategy_entry(bars, n_trials, settings, interval=case == "after_costs")
             daily = daily_returns(portfolio_returns(bars))
             daily_frames.append(pd.DataFrame({"strategy": name, "costs": case, "date": daily.index,
                                               "daily_return": daily.to_numpy()}))
@@ -289,52 +352,71 @@ def evaluate_period(rows: pd.DataFrame, market: Mapping[str, pd.DataFrame], thre
         }
     random = random_baseline(aligned, positions["model"], costs, strategies["model"]["portfolio"]["sharpe"],
                              settings, rng)
-    targets = bar_values(aligned, market, [f"target_dir_{settings.horizon}", f"target_ret_{settings.horizon}"])
-    quality = prediction_metrics(aligned.assign(**targets), settings.horizon, settings.calibration_bins)
-    return {"strategies": strategies, "random": random, "model": quality}, pd.concat(daily_frames, ignore_index=True)
+    targets = bar_values(aligned, market, [f"target_dir_{horizon}", f"target_ret_{horizon}"])
+    quality = prediction_metrics(aligned.assign(**targets), horizon, settings.calibration_bins)
+    daily = pd.concat(daily_frames, ignore_index=True)
+    return {"strategies": strategies, "random": random, "model": quality}, daily
 
 
-def _comparison(strategies: Mapping[str, Any], random: Mapping[str, Any]) -> dict[str, Any]:
-    """Does the model beat each baseline (after costs, portfolio daily Sharpe)?"""
+def compare_with_baselines(strategies: Mapping[str, Any], random: Mapping[str, Any], daily: pd.DataFrame,
+                           settings: EvaluationSettings) -> dict[str, Any]:
+    """Does the model beat each baseline (after costs, portfolio daily Sharpe), and is the
+    difference significant (stationary block bootstrap of the paired daily returns)?"""
+    after = daily.loc[daily["costs"] == "after_costs"].pivot_table(index="date", columns="strategy",
+                                                                    values="daily_return", aggfunc="first")
     model_sharpe = strategies["model"]["portfolio"]["sharpe"]
-    result = {name: {"model_sharpe": model_sharpe, "baseline_sharpe": strategies[name]["portfolio"]["sharpe"],
-                     "model_beats": bool(model_sharpe > strategies[name]["portfolio"]["sharpe"])}
-              for name in DETERMINISTIC_BASELINES}
+    result: dict[str, Any] = {}
+    for name in DETERMINISTIC_BASELINES:
+        baseline_sharpe = strategies[name]["portfolio"]["sharpe"]
+        paired = after[["model", name]].dropna()
+        test = sharpe_difference_test(paired["model"].to_numpy(), paired[name].to_numpy(),
+                                      settings.bootstrap_resamples, settings.seed)
+        p_value = test["p_value"]
+        beats = bool(model_sharpe > baseline_sharpe)
+        result[name] = {"model_sharpe": model_sharpe, "baseline_sharpe": baseline_sharpe, "model_beats": beats,
+                        "p_value": p_value,
+                        "significant": bool(beats and p_value is not None and p_value < settings.significance_level)}
     if random.get("n_seeds", 0) > 0:
         result["random"] = {"model_sharpe": model_sharpe, "baseline_sharpe": random["sharpe_mean"],
                             "baseline_sharpe_p95": random["sharpe_p95"], "model_percentile": random["model_percentile"],
-                            "model_beats": bool(model_sharpe > random["sharpe_p95"])}
+                            "model_beats": bool(model_sharpe > random["sharpe_p95"]),
+                            "p_value": 1.0 - random["model_percentile"] / 100.0,
+                            "significant": bool(model_sharpe > random["sharpe_p95"])}
+    compared = list(result.values())
+    result["all_baselines"] = {"model_beats": all(entry["model_beats"] for entry in compared),
+                               "significant": all(entry["significant"] for entry in compared),
+                               "strongest": STRONGEST_BASELINE}
     return result
 
 
 def evaluate_backtest(
     predictions: pd.DataFrame,
+    baseline_forecasts: pd.DataFrame,
     market: Mapping[str, pd.DataFrame],
-    selection: Mapping[str, Any],
-    rule: TradingRule,
+    rule_selection: Mapping[str, Any],
     costs: CostModel,
-    training_summary: Mapping[str, Any] | None,
     trials: Mapping[str, int],
     settings: EvaluationSettings,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The whole evaluation: (the backtest_metrics mapping, the portfolio daily returns of every
     strategy, period and cost case as a long table)."""
-    n_trials = int(trials["total"])
     rng = np.random.default_rng(settings.seed)
-    layouts = fold_layouts(training_summary)
+    base = TradingRule.from_params(rule_selection["base_rule"])
     evaluated_rows = {period: period_rows(predictions, segment) for period, segment in PERIODS.items()}
     folds = {int(f) for rows in evaluated_rows.values() for f in rows["fold"].unique()}
-    thresholds = thresholds_by_fold(selection, folds, rule.confidence_threshold)
-    logistic = fit_logistic_baselines(predictions, market, layouts, settings, folds,
-                                      (training_summary or {}).get("feature_names"))
+    rules = {name: rules_by_fold(selection, folds, base)
+             for name, selection in rule_selection["strategies"].items()}
+    for name in FORECASTING_BASELINES:
+        rules.setdefault(name, rules_by_fold({}, folds, base))
 
     periods, daily_frames = {}, []
     for period, rows in evaluated_rows.items():
         if rows.empty:
             logger.warning("no %s predictions: the %s period is not evaluated", PERIODS[period], period)
             continue
-        periods[period], daily = evaluate_period(rows, market, thresholds, rule, costs, logistic, n_trials,
-                                                 settings, rng)
+        periods[period], daily = evaluate_period(rows, baseline_forecasts, market, rules, costs, trials, settings, rng)
+        periods[period]["comparison"] = compare_with_baselines(periods[period]["strategies"], periods[period]["random"],
+                                                               daily, settings)
         daily_frames.append(daily.assign(period=period))
 
     model = {period: result["strategies"]["model"] for period, result in periods.items()}
@@ -354,12 +436,15 @@ def evaluate_backtest(
                for name in DETERMINISTIC_BASELINES},
             "random": {p: r["random"] for p, r in periods.items()},
         },
-        "comparison": {p: _comparison(r["strategies"], r["random"]) for p, r in periods.items()},
+        "comparison": {p: r["comparison"] for p, r in periods.items()},
         "model": {p: r["model"] for p, r in periods.items()},
         "trading_rule": {
-            "rule": asdict(rule), "costs": asdict(costs), "selection_metric": selection.get("metric"),
-            "confidence_thresholds": [{"fold": fold, "confidence_threshold": threshold}
-                                      for fold, threshold in sorted(thresholds.items())],
+            "base_rule": asdict(base), "costs": asdict(costs), "horizon": settings.horizon,
+            "selection_metric": rule_selection.get("metric"), "grid": rule_selection.get("grid"),
+            "n_candidates": rule_selection.get("n_configurations"),
+            "chosen": {name: [{"fold": fold, "rule": asdict(rule), "description": rule.describe(settings.horizon)}
+                              for fold, rule in sorted(by_fold.items())]
+                       for name, by_fold in rules.items()},
         },
         "trials": dict(trials),
         "settings": asdict(settings),
@@ -380,3 +465,4 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+

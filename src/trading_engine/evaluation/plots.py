@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from trading_engine.trading.metrics import DAYS_PER_YEAR
+from trading_engine.trading.calendar import DAYS_PER_YEAR
 
 PERIOD_TITLES = {"out_of_sample": "Walk-forward out-of-sample (test folds)", "holdout": "Holdout"}
 MODEL = "model"
@@ -72,9 +72,12 @@ def equity_curves_figure(daily: pd.DataFrame, costs: str = "after_costs") -> Fig
 
 
 def drawdown_figure(daily: pd.DataFrame) -> Figure:
-    """The model's drawdown (equity / running peak - 1 at day ends), before and after costs, per period."""
+    """The model's drawdown at day ends (equity / running peak - 1), before and after costs, per
+    period. The table's max_drawdown is marked bar by bar, so it can be deeper than this curve:
+    an intraday trough that recovers by the day's end does not show here."""
     periods = _periods(daily)
-    figure, axes = _period_axes(periods, "Model drawdown at day ends, equal-weight portfolio")
+    figure, axes = _period_axes(periods, "Model drawdown at day ends, equal-weight portfolio "
+                                         "(the report's max drawdown is bar by bar, so it can be deeper)")
     for axis, period in zip(axes, periods, strict=True):
         axis.set_title(PERIOD_TITLES.get(period, period))
         drawn = False
@@ -96,22 +99,26 @@ def drawdown_figure(daily: pd.DataFrame) -> Figure:
     return figure
 
 
+MIN_ROLLING_WINDOWS = 3  # a rolling Sharpe is drawn only when the period holds this many windows
+
+
 def rolling_sharpe_figure(daily: pd.DataFrame, window_days: int = 30) -> Figure:
     """Rolling Sharpe ratio (daily returns, x sqrt(365)) of the model and buy and hold, after
-    costs, per period; the window is `window_days`, shortened to half the period when it is
-    shorter than that."""
+    costs, per period, over `window_days`. A period shorter than three windows gets no curve (a
+    Sharpe ratio of a few days is noise), only a note saying so."""
     periods = _periods(daily)
-    figure, axes = _period_axes(periods, "Rolling Sharpe ratio of daily returns (annualised), after costs")
+    figure, axes = _period_axes(periods, f"Rolling {window_days}-day Sharpe ratio of daily returns (annualised), "
+                                         "after costs")
     for axis, period in zip(axes, periods, strict=True):
         model = _series(daily, period, MODEL, "after_costs")
-        window = min(window_days, max(2, len(model) // 2))
-        axis.set_title(f"{PERIOD_TITLES.get(period, period)}: {window}-day window")
-        if len(model) < 3:
-            _empty(axis, "fewer than three days")
+        axis.set_title(PERIOD_TITLES.get(period, period))
+        if len(model) < MIN_ROLLING_WINDOWS * window_days:
+            _empty(axis, f"{len(model)} days: too short for a {window_days}-day rolling Sharpe\n"
+                         f"(needs {MIN_ROLLING_WINDOWS * window_days} days)")
             continue
         for strategy, color in ((MODEL, "black"), ("buy_and_hold", "tab:orange")):
             returns = _series(daily, period, strategy, "after_costs")
-            rolling = returns.rolling(window, min_periods=window)
+            rolling = returns.rolling(window_days, min_periods=window_days)
             sharpe = rolling.mean() / rolling.std(ddof=1) * np.sqrt(DAYS_PER_YEAR)
             axis.plot(sharpe.index + pd.Timedelta(days=1), sharpe.to_numpy(), color=color,
                       label=strategy.replace("_", " "))
@@ -122,31 +129,39 @@ def rolling_sharpe_figure(daily: pd.DataFrame, window_days: int = 30) -> Figure:
 
 
 def calibration_figure(model_metrics: Mapping[str, Any]) -> Figure:
-    """Reliability diagram of the confidence head: mean confidence vs the share of right class
-    calls per confidence bin (marker area ~ rows in the bin), per period."""
+    """Reliability diagram of the confidence head: mean confidence vs the share of right traded
+    directions per confidence bin (marker area ~ rows in the bin), per period. Bins with fewer
+    than 30 predictions are drawn hollow and left off the line: their share is noise."""
     figure = Figure(figsize=(6, 5), layout="constrained")
     axis = figure.subplots()
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect calibration")
+    axis.axhline(0.5, color="grey", linestyle=":", linewidth=0.8, label="coin flip")
     for period, metrics in model_metrics.items():
         table = pd.DataFrame(metrics.get("calibration", []))
         if table.empty:
             continue
+        reliable = table["reliable"].to_numpy(dtype=bool) if "reliable" in table else np.ones(len(table), bool)
         sizes = 20 + 300 * table["count"] / table["count"].max()
         ece = metrics.get("expected_calibration_error")
         label = f"{PERIOD_TITLES.get(period, period)} (ECE {ece:.3f})" if ece is not None else period
-        axis.plot(table["mean_confidence"], table["accuracy"], marker="", label=label)
-        axis.scatter(table["mean_confidence"], table["accuracy"], s=sizes, alpha=0.6)
+        line = axis.plot(table["mean_confidence"][reliable], table["accuracy"][reliable], label=label)[0]
+        axis.scatter(table["mean_confidence"][reliable], table["accuracy"][reliable], s=sizes[reliable], alpha=0.6,
+                     color=line.get_color())
+        axis.scatter(table["mean_confidence"][~reliable], table["accuracy"][~reliable], s=sizes[~reliable],
+                     facecolors="none", edgecolors=line.get_color())
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
     axis.set_xlabel("confidence (mean in bin)")
-    axis.set_ylabel("share of right class calls")
-    axis.set_title("Calibration of the confidence head")
+    axis.set_ylabel("share of right traded directions")
+    axis.set_title("Calibration of the confidence head (hollow: bins under 30 predictions)")
     axis.legend(fontsize=8)
     return figure
 
 
 def coverage_precision_figure(model_metrics: Mapping[str, Any]) -> Figure:
-    """Precision of the calls kept by a confidence threshold against the share of bars kept."""
+    """Precision of the traded directions kept by a confidence threshold against the share of
+    bars kept, with the chance precision of the same bars (a direction drawn blind, long as
+    often as the model's) as a dashed line."""
     figure = Figure(figsize=(6, 5), layout="constrained")
     axis = figure.subplots()
     for period, metrics in model_metrics.items():
@@ -154,12 +169,13 @@ def coverage_precision_figure(model_metrics: Mapping[str, Any]) -> Figure:
         if table.empty:
             continue
         name = PERIOD_TITLES.get(period, period)
-        line = axis.plot(table["coverage"], table["precision"], marker="o", markersize=3, label=f"{name}: class")[0]
-        axis.plot(table["coverage"], table["directional_precision"], marker="x", markersize=3, linestyle="--",
-                  color=line.get_color(), label=f"{name}: direction")
+        line = axis.plot(table["coverage"], table["precision"], marker="o", markersize=3, label=f"{name}: model")[0]
+        if "chance_precision" in table:
+            axis.plot(table["coverage"], table["chance_precision"], linestyle="--", color=line.get_color(),
+                      label=f"{name}: chance")
     axis.set_xlim(0, 1.02)
     axis.set_xlabel("coverage (share of bars with confidence >= threshold)")
-    axis.set_ylabel("precision")
+    axis.set_ylabel("share of right traded directions")
     axis.set_title("Coverage vs precision of the confidence head")
     axis.legend(fontsize=8)
     return figure

@@ -1,8 +1,9 @@
 """How good are the model's outputs as predictions (before any trading)?
 
-Classes are (down, flat, up) <-> target_dir -1, 0, +1 (see trading_engine.models.heads). The
-confidence head estimates P(argmax class == realised class), so its calibration is measured
-against that event. See docs/metrics.md for the formulas.
+Classes are (down, flat, up) <-> target_dir -1, 0, +1 (see trading_engine.models.heads). The rule
+trades the sign of the regression head's forecast, and the confidence head estimates the
+probability that this traded direction is right; its calibration and the coverage / precision
+table are measured against that same event. See docs/metrics.md for the formulas.
 """
 
 from __future__ import annotations
@@ -86,40 +87,46 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float((weights * (table["accuracy"] - table["mean_confidence"]).abs()).sum())
 
 
-def coverage_precision_table(confidence: np.ndarray, correct: np.ndarray, directional_hit: np.ndarray,
-                             quantiles: np.ndarray | None = None) -> pd.DataFrame:
+def coverage_precision_table(confidence: np.ndarray, direction_right: np.ndarray, predicted_up: np.ndarray,
+                             realised_up: np.ndarray, quantiles: np.ndarray | None = None) -> pd.DataFrame:
     """For thresholds at quantiles of the confidence: coverage (share of rows with confidence >=
-    threshold), precision (share of those whose class call is right) and directional precision
-    (share of those, among rows with a direction, whose sign(P(up) - P(down)) is the sign of the
-    realised return)."""
+    threshold), precision (share of those whose traded direction is right) and the chance
+    precision of those rows: what a direction drawn independently of the outcome, long as often
+    as the model's, would score on them (q p + (1 - q)(1 - p), q the long share, p the share of
+    up moves)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     if quantiles is None:
         quantiles = np.linspace(0.0, 0.95, 20)
     if not confidence.size:
-        return pd.DataFrame(columns=["threshold", "coverage", "precision", "directional_precision"])
+        return pd.DataFrame(columns=["threshold", "coverage", "precision", "chance_precision"])
     thresholds = np.unique(np.quantile(confidence, quantiles))
     # Sort once; rows with confidence >= t are a suffix of the sorted order.
     order = np.argsort(confidence, kind="stable")
     sorted_confidence = confidence[order]
-    correct_suffix = np.cumsum(np.asarray(correct, dtype=np.float64)[order][::-1])[::-1]
-    directional = np.asarray(directional_hit, dtype=np.float64)[order]
-    has_direction = np.isfinite(directional)
-    direction_hits = np.cumsum(np.where(has_direction, directional, 0.0)[::-1])[::-1]
-    direction_counts = np.cumsum(has_direction[::-1])[::-1]
+
+    def suffix_sums(values: np.ndarray) -> np.ndarray:
+        return np.cumsum(np.asarray(values, dtype=np.float64)[order][::-1])[::-1]
+
+    right, long, up = suffix_sums(direction_right), suffix_sums(predicted_up), suffix_sums(realised_up)
     first = np.searchsorted(sorted_confidence, thresholds, side="left")
     covered = confidence.size - first
+    long_share, up_share = long[first] / covered, up[first] / covered
     return pd.DataFrame({
         "threshold": thresholds,
         "coverage": covered / confidence.size,
-        "precision": correct_suffix[first] / covered,
-        "directional_precision": np.divide(direction_hits[first], direction_counts[first],
-                                           out=np.full(first.shape, np.nan), where=direction_counts[first] > 0),
+        "precision": right[first] / covered,
+        "chance_precision": long_share * up_share + (1 - long_share) * (1 - up_share),
     })
+
+
+MIN_BIN_COUNT = 30  # calibration bins with fewer predictions are flagged (and drawn apart)
 
 
 def prediction_metrics(frame: pd.DataFrame, horizon: int, n_bins: int = 10) -> dict[str, Any]:
     """Model metrics of predictions joined with their realised targets (`target_dir_{h}` and
-    `target_ret_{h}` columns); rows without a realised direction are left out."""
+    `target_ret_{h}` columns). The class metrics use the rows with a realised direction; the
+    traded-direction metrics (directional accuracy, calibration, coverage / precision) use the
+    rows where both the forecast and the realised return are non-zero."""
     classes = direction_classes(frame[f"target_dir_{horizon}"].to_numpy())
     known = classes >= 0
     frame = frame.loc[known]
@@ -127,21 +134,25 @@ def prediction_metrics(frame: pd.DataFrame, horizon: int, n_bins: int = 10) -> d
     if frame.empty:
         return {"n_predictions": 0}
     probabilities = frame[list(PROBABILITY_COLUMNS)].to_numpy(dtype=np.float64)
-    confidence = frame["confidence"].to_numpy(dtype=np.float64)
-    correct = probabilities.argmax(axis=1) == classes
     realised = frame[f"target_ret_{horizon}"].to_numpy(dtype=np.float64)
-    edge = frame["prob_up"].to_numpy(dtype=np.float64) - frame["prob_down"].to_numpy(dtype=np.float64)
-    directional = np.where((edge != 0) & (realised != 0), (np.sign(edge) == np.sign(realised)).astype(np.float64), np.nan)
+    forecast = frame["pred_return"].to_numpy(dtype=np.float64)
+    directional = (forecast != 0) & (realised != 0) & np.isfinite(forecast) & np.isfinite(realised)
+    confidence = frame["confidence"].to_numpy(dtype=np.float64)[directional]
+    right = np.sign(forecast[directional]) == np.sign(realised[directional])
+    calibration = calibration_table(confidence, right, n_bins)
+    calibration["reliable"] = calibration["count"] >= MIN_BIN_COUNT
     return {
         "n_predictions": int(len(frame)),
         "accuracy": accuracy(probabilities, classes),
         "balanced_accuracy": balanced_accuracy(probabilities, classes),
         "log_loss": log_loss(probabilities, classes),
-        "information_coefficient": information_coefficient(frame["pred_return"].to_numpy(), realised),
-        "directional_accuracy": float(np.nanmean(directional)) if np.isfinite(directional).any() else None,
+        "information_coefficient": information_coefficient(forecast, realised),
+        "n_directional": int(directional.sum()),
+        "directional_accuracy": float(right.mean()) if right.size else None,
         "class_shares": {name: float((classes == k).mean()) for k, name in enumerate(("down", "flat", "up"))},
-        "expected_calibration_error": expected_calibration_error(confidence, correct, n_bins),
-        "mean_confidence": float(np.mean(confidence)),
-        "calibration": calibration_table(confidence, correct, n_bins).to_dict(orient="records"),
-        "coverage_precision": coverage_precision_table(confidence, correct, directional).to_dict(orient="records"),
+        "expected_calibration_error": expected_calibration_error(confidence, right, n_bins),
+        "mean_confidence": float(np.mean(confidence)) if confidence.size else None,
+        "calibration": calibration.to_dict(orient="records"),
+        "coverage_precision": coverage_precision_table(confidence, right, forecast[directional] > 0,
+                                                       realised[directional] > 0).to_dict(orient="records"),
     }

@@ -1,34 +1,100 @@
-"""Choose the confidence threshold of the trading rule on validation predictions only.
+"""Choose the trading rule's parameters on validation rows only, with "not trading" always among
+the candidates.
 
-For each fold, the candidates are quantiles of that fold's validation confidences (so that every
-candidate trades: the q-quantile keeps about the top 1 - q of the calls). Each candidate rule is
-traded on the fold's validation rows with the shared engine and costs, and the one with the best
-validation Sharpe (ties: the lower threshold) is kept for that fold's test rows and for the
-holdout rows that fold predicts. Test and holdout rows are never read here.
+The candidates are "not trading" followed by every combination of the grid's values applied to
+the base rule (e.g. cost_multiple [1, 2, 4] x exit_cost_multiple [null, 0]: 6 + 1 candidates).
+For each fold, each candidate trades that fold's validation rows with the shared rule, engine and
+costs, and is scored by the after-cost Sharpe ratio of the equal-weight portfolio (`metric`). The
+best candidate is kept for the fold's test rows and for the holdout rows the fold predicts. Not
+trading scores 0 and comes first, so it wins ties and wins whenever no candidate scores more than
+`min_score`: a forecaster without an edge after costs ends up not trading. Test and holdout rows
+are never read here (tested).
 
-Every candidate is a configuration tried: the deflated Sharpe ratio counts them.
+The same selection runs for the model and for every forecasting baseline (each with its own
+forecasts), so they are compared on equal terms. Every candidate is a configuration tried: the
+deflated Sharpe ratio counts them.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from trading_engine.params import known_params
+from trading_engine.trading.calendar import bar_length, periods_per_year
 from trading_engine.trading.costs import CostModel
-from trading_engine.trading.metrics import (
-    bar_length,
-    periods_per_year,
-    sharpe_daily_annualised,
-    sharpe_ratio,
+from trading_engine.trading.metrics import sharpe_daily_annualised, sharpe_ratio
+from trading_engine.trading.portfolio import (
+    align_market,
+    portfolio_returns,
+    rule_positions,
+    trade_positions,
 )
-from trading_engine.trading.portfolio import align_market, portfolio_returns, trade_positions
-from trading_engine.trading.rule import TradingRule, target_positions
+from trading_engine.trading.rule import NOT_TRADING, TradingRule
 
 SELECTION_METRICS = ("sharpe_daily", "sharpe_per_bar")
+RULE_FIELDS = tuple(f.name for f in fields(TradingRule))
+
+
+@dataclass(frozen=True)
+class RuleSelectionSettings:
+    """`evaluation.rule_selection`: the grid of rule parameters (TradingRule field -> values) and
+    how candidates are scored."""
+
+    grid: dict[str, list[Any]] = field(default_factory=lambda: {"cost_multiple": [1.0]})
+    metric: str = "sharpe_daily"
+    min_score: float = 0.0  # a trading candidate must score more than this to beat not trading
+
+    def __post_init__(self) -> None:
+        if self.metric not in SELECTION_METRICS:
+            raise ValueError(f"unknown selection metric {self.metric!r}; one of {SELECTION_METRICS}")
+        unknown = set(self.grid) - set(RULE_FIELDS)
+        if unknown:
+            raise ValueError(f"evaluation.rule_selection.grid names {sorted(unknown)}, which are not trading-rule "
+                             f"parameters; known: {sorted(RULE_FIELDS)}")
+        for name, values in self.grid.items():
+            if not isinstance(values, list | tuple) or not values:
+                raise ValueError(f"evaluation.rule_selection.grid.{name} must be a non-empty list, got {values!r}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> RuleSelectionSettings:
+        values = known_params(params, cls, "rule-selection settings")
+        if "grid" in values:
+            values["grid"] = {str(k): list(v) if isinstance(v, list | tuple) else v
+                              for k, v in dict(values["grid"] or {}).items()}
+        if "min_score" in values:
+            values["min_score"] = float(values["min_score"])
+        return cls(**values)
+
+    def without(self, owned_elsewhere: Sequence[str]) -> RuleSelectionSettings:
+        """The same settings without the grid entries named in `owned_elsewhere` (rule parameters
+        that tuning searches: they are chosen once, by the study)."""
+        return replace(self, grid={k: v for k, v in self.grid.items() if k not in set(owned_elsewhere)})
+
+
+def rule_candidates(base: TradingRule, grid: Mapping[str, Sequence[Any]]) -> list[TradingRule]:
+    """Not trading, then the base rule with every combination of the grid's values."""
+    names = list(grid)
+    candidates = [NOT_TRADING]
+    for values in itertools.product(*(grid[name] for name in names)):
+        changes = dict(zip(names, values, strict=True))
+        try:
+            candidates.append(TradingRule.from_params({**asdict(base), **changes}))
+        except ValueError as error:
+            raise ValueError(f"the rule-selection grid combination {changes} is not a valid rule: {error}") from None
+    return candidates
+
+
+def rule_changes(rule: TradingRule, base: TradingRule) -> dict[str, Any]:
+    """The fields where `rule` differs from `base` (for people: what a candidate changed)."""
+    if rule.flat:
+        return {"trades": False}
+    return {name: value for name, value in asdict(rule).items() if value != getattr(base, name)}
 
 
 def selection_score(returns: pd.Series, metric: str) -> float:
@@ -42,49 +108,51 @@ def selection_score(returns: pd.Series, metric: str) -> float:
     raise ValueError(f"unknown selection metric {metric!r}; one of {SELECTION_METRICS}")
 
 
-def select_confidence_thresholds(
-    predictions: pd.DataFrame,
+def select_rules(
+    forecasts: pd.DataFrame,
     market: Mapping[str, pd.DataFrame],
-    rule: TradingRule,
+    base: TradingRule,
     costs: CostModel,
-    quantiles: Sequence[float],
-    metric: str = "sharpe_daily",
+    horizon: int,
+    settings: RuleSelectionSettings,
 ) -> dict[str, Any]:
-    """Per fold, the confidence threshold with the best validation score.
+    """Per fold, the candidate rule with the best validation score.
 
-    Returns {"folds": [{"fold", "confidence_threshold", "validation_score", "candidates": [...]}],
-    "n_configurations": len(quantiles), "metric": metric}. Only rows with segment "validation"
-    are read.
+    `forecasts` follows the predictions contract (timestamp, series, fold, segment, pred_return,
+    confidence); only its `validation` rows are read. Returns {"metric", "n_configurations",
+    "folds": [{"fold", "rule" (every field), "changes" (vs the base), "validation_score",
+    "candidates": [{"changes", "validation_score", "turnover"}]}]}.
     """
-    quantiles = [float(q) for q in quantiles]
-    if not quantiles or any(not 0.0 <= q <= 1.0 for q in quantiles):
-        raise ValueError(f"threshold quantiles must be a non-empty list in [0, 1], got {quantiles}")
-    validation = predictions.loc[predictions["segment"] == "validation"]
+    candidates = rule_candidates(base, settings.grid)
+    validation = forecasts.loc[forecasts["segment"] == "validation"]
     folds = []
     for fold, rows in validation.groupby("fold", sort=True):
         aligned = align_market(rows, market)
+        expected_return = aligned["pred_return"].to_numpy(dtype=np.float64)
         confidence = aligned["confidence"].to_numpy(dtype=np.float64)
-        finite = confidence[np.isfinite(confidence)]
-        candidates = []
-        for quantile in quantiles:
-            threshold = float(np.clip(np.quantile(finite, quantile), 0.0, 1.0)) if finite.size else 0.0
-            candidate = replace(rule, confidence_threshold=threshold)
-            positions = target_positions(aligned["prob_down"].to_numpy(), aligned["prob_up"].to_numpy(),
-                                         confidence, candidate)
-            returns = portfolio_returns(trade_positions(aligned, positions, costs))
-            candidates.append({"quantile": quantile, "confidence_threshold": threshold,
-                               "validation_score": selection_score(returns, metric)})
-        best = max(candidates, key=lambda c: (c["validation_score"], -c["confidence_threshold"]))
-        folds.append({"fold": int(fold), "confidence_threshold": best["confidence_threshold"],
-                      "validation_score": best["validation_score"], "candidates": candidates})
-    return {"metric": metric, "n_configurations": len(quantiles), "folds": folds}
+        scored = []
+        for candidate in candidates:
+            positions = rule_positions(aligned, expected_return, candidate, costs, horizon, confidence, market)
+            bars = trade_positions(aligned, positions, costs)
+            score = 0.0 if candidate.flat else selection_score(portfolio_returns(bars), settings.metric)
+            scored.append((candidate, score, float(bars["turnover"].sum())))
+        best, best_score, _ = scored[0]
+        for candidate, score, _ in scored[1:]:
+            if score > best_score and score > settings.min_score:
+                best, best_score = candidate, score
+        folds.append({"fold": int(fold), "rule": asdict(best), "changes": rule_changes(best, base),
+                      "validation_score": best_score,
+                      "candidates": [{"changes": rule_changes(c, base), "validation_score": s, "turnover": t}
+                                     for c, s, t in scored]})
+    return {"metric": settings.metric, "min_score": settings.min_score, "n_configurations": len(candidates),
+            "folds": folds}
 
 
-def thresholds_by_fold(selection: Mapping[str, Any], folds: Sequence[int], default: float) -> dict[int, float]:
-    """The selected threshold of each fold in `folds`. A fold without validation rows (e.g. a
-    model refitted for the holdout) takes the threshold of the latest earlier fold that has one,
-    else `default` (the rule's own threshold)."""
-    chosen = {int(entry["fold"]): float(entry["confidence_threshold"]) for entry in selection.get("folds", [])}
+def rules_by_fold(selection: Mapping[str, Any], folds: Sequence[int], default: TradingRule) -> dict[int, TradingRule]:
+    """The selected rule of each fold in `folds`. A fold without validation rows (e.g. a model
+    refitted for the holdout) takes the rule of the latest earlier fold that has one, else
+    `default`."""
+    chosen = {int(entry["fold"]): TradingRule.from_params(entry["rule"]) for entry in selection.get("folds", [])}
     result = {}
     for fold in sorted(int(f) for f in folds):
         earlier = [f for f in chosen if f <= fold]

@@ -3,9 +3,11 @@
 A model turns a window of features into one representation per window, h (B, d). The heads read h:
 - classification: logits over (down, flat, up), the direction of the return at the horizon;
 - regression: the return at the horizon, in units of the training rows' return scale;
-- confidence: a logit of the probability that the classification is right. It is trained
-  against "argmax(logits) == label" with a binary cross-entropy, so sigmoid(confidence_logit)
-  is a calibrated estimate of how far to trust this call (the trading rule thresholds on it).
+- confidence: a logit of the probability that the direction the rule would trade is right. The
+  rule trades the sign of the regression head's forecast (trading_engine.trading.rule), so the
+  head is trained, with a binary cross-entropy, against "sign(pred_return) == sign(realised
+  return)" on the rows whose realised return is not 0: sigmoid(confidence_logit) estimates how
+  far to trust the traded direction (the rule's confidence threshold reads it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ IGNORE_CLASS = -100  # label of rows without a target (cross-entropy skips them)
 class ModelOutput(NamedTuple):
     logits: torch.Tensor  # (B, 3) over CLASS_NAMES
     pred_return: torch.Tensor  # (B,) return at the horizon / the return scale
-    confidence_logit: torch.Tensor  # (B,) logit of P(the class is right)
+    confidence_logit: torch.Tensor  # (B,) logit of P(sign(pred_return) is the realised direction)
 
 
 class PredictionHeads(nn.Module):
@@ -68,9 +70,12 @@ def multitask_loss(
     known = target_class != IGNORE_CLASS
     classification = F.cross_entropy(logits, target_class, ignore_index=IGNORE_CLASS)
     regression = F.huber_loss(output.pred_return.float()[known], target_return[known], delta=huber_delta)
-    # The confidence head learns whether the class head is right; no gradient flows into the class head.
-    is_right = (logits.detach().argmax(dim=-1) == target_class).float()
-    confidence = F.binary_cross_entropy_with_logits(output.confidence_logit.float()[known], is_right[known])
+    # The confidence head learns whether the traded direction, the sign of the regression head's
+    # forecast, is right; no gradient flows into the regression head through it.
+    has_direction = known & (target_return != 0)
+    is_right = (torch.sign(output.pred_return.detach().float()) == torch.sign(target_return)).float()
+    per_row = F.binary_cross_entropy_with_logits(output.confidence_logit.float(), is_right, reduction="none")
+    confidence = (per_row * has_direction).sum() / has_direction.sum().clamp(min=1)
     total = (weights.classification * classification + weights.regression * regression
              + weights.confidence * confidence)
     return LossParts(total, classification, regression, confidence)

@@ -1,8 +1,9 @@
-"""The honest futures backtest: one trading rule, one cost model, one engine, shared by
-training (early stopping), tuning (objective) and evaluation."""
+"""The trading core: one cost-aware trading rule, one cost model, one engine, the portfolio, the
+metrics and the significance math, shared by training (early stopping), tuning (objective),
+evaluation and live signals. It imports nothing from training or evaluation."""
 
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.engine import BacktestResult, simulate
-from trading_engine.trading.rule import TradingRule, target_positions
+from trading_engine.trading.rule import NOT_TRADING, TradingRule, target_positions
 
-__all__ = ["BacktestResult", "CostModel", "TradingRule", "simulate", "target_positions"]
+__all__ = ["NOT_TRADING", "BacktestResult", "CostModel", "TradingRule", "simulate", "target_positions"]

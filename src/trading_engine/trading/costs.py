@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from trading_engine.params import known_params
 
 
@@ -33,6 +35,17 @@ class CostModel:
     def from_params(cls, params: dict[str, Any] | None) -> CostModel:
         """Build from a parameters mapping; unknown keys are an error, missing keys default."""
         return cls(**known_params(params, cls, "cost parameters"))
+
+    def round_trip_cost(self, open_: np.ndarray, close: np.ndarray) -> np.ndarray:
+        """What opening a position at a bar's close and closing it later costs, as a fraction of
+        its notional, as known at that close: fees and slippage on both sides. The volatility
+        part of the slippage uses the bar's own |close / open - 1|, the latest move known when
+        the next open fills. Funding is not in it: it is a holding cost of either sign."""
+        per_side = self.taker_fee + self.slippage_bps * 1e-4
+        if self.slippage_volatility_multiple > 0:
+            move = np.abs(np.asarray(close, dtype=np.float64) / np.asarray(open_, dtype=np.float64) - 1.0)
+            return 2.0 * (per_side + self.slippage_volatility_multiple * np.nan_to_num(move))
+        return np.full(np.shape(open_), 2.0 * per_side)
 
     @classmethod
     def free(cls) -> CostModel:

@@ -13,12 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trading_engine.data.schema import parse_series_key, timeframe_to_timedelta
+from trading_engine.trading.calendar import (
+    DAY,
+    DAYS_PER_YEAR,
+    bar_length,
+    periods_per_year,
+    series_bar_length,
+)
 from trading_engine.trading.portfolio import portfolio_returns
-from trading_engine.trading.significance import sharpe_significance
-
-DAYS_PER_YEAR = 365  # crypto trades every day
-DAY = pd.Timedelta(days=1)
+from trading_engine.trading.significance import bootstrap_sharpe_interval, sharpe_significance
 
 
 def daily_returns(returns: pd.Series) -> pd.Series:
@@ -69,24 +72,6 @@ def sortino_ratio(returns: np.ndarray | pd.Series, periods_per_year: float = 1.0
 def sortino_daily_annualised(returns: pd.Series) -> float:
     """Sortino ratio of daily-compounded returns times sqrt(365)."""
     return sortino_ratio(daily_returns(returns).to_numpy(), DAYS_PER_YEAR)
-
-
-def bar_length(index: pd.DatetimeIndex | pd.Series) -> pd.Timedelta:
-    """The median positive spacing of consecutive timestamps (1 day when there is none)."""
-    values = pd.DatetimeIndex(index).as_unit("ns").asi8
-    steps = np.diff(values)
-    steps = steps[steps > 0]
-    return pd.Timedelta(int(np.median(steps)), unit="ns") if steps.size else DAY
-
-
-def series_bar_length(series: str) -> pd.Timedelta:
-    """The bar length of a series, from the timeframe in its key (BTC_USDT_5m -> 5 minutes)."""
-    return timeframe_to_timedelta(parse_series_key(series)[1])
-
-
-def periods_per_year(bar: pd.Timedelta) -> float:
-    """How many bars of this length fit in 365 days."""
-    return DAYS_PER_YEAR * DAY / bar
 
 
 def equity_curve(returns: np.ndarray | pd.Series) -> np.ndarray:
@@ -191,10 +176,12 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def performance_metrics(bars: pd.DataFrame, n_trials: int | None = None, confidence: float = 0.95) -> dict[str, Any]:
+def performance_metrics(bars: pd.DataFrame, n_trials: int | None = None, confidence: float = 0.95,
+                        interval_resamples: int = 0, seed: int = 0) -> dict[str, Any]:
     """Every performance metric of the per-bar results `bars` of one or several series (an
     equal-weight portfolio of them). With `n_trials`, also the significance of its daily Sharpe
-    ratio (PSR, DSR over n_trials, MinTRL in days at `confidence`). See docs/metrics.md."""
+    ratio (PSR, DSR over n_trials, MinTRL in days at `confidence`); with `interval_resamples`, a
+    stationary-block-bootstrap interval of the daily Sharpe ratio. See docs/metrics.md."""
     if bars.empty:
         return {"n_bars": 0}
     returns = portfolio_returns(bars, "net_return")
@@ -219,14 +206,23 @@ def performance_metrics(bars: pd.DataFrame, n_trials: int | None = None, confide
     if n_trials is not None:
         significance = sharpe_significance(daily.to_numpy(), n_trials, confidence=confidence)
         significance["min_track_record_length_days"] = significance.pop("min_track_record_length")
+    if interval_resamples > 0:
+        interval = bootstrap_sharpe_interval(daily.to_numpy(), confidence, interval_resamples, seed)
+        annualise = np.sqrt(DAYS_PER_YEAR)
+        significance["sharpe_interval"] = {
+            **interval, **{bound: None if interval[bound] is None else interval[bound] * annualise
+                           for bound in ("low", "high")}}
+    years = elapsed_days / DAYS_PER_YEAR
+    long_enough = years >= 1.0
     return {
         "sharpe": sharpe_ratio(daily.to_numpy(), DAYS_PER_YEAR),
         "sharpe_per_bar": sharpe_ratio(returns.to_numpy(), periods_per_year(bar)),
         "sortino": _finite_or_none(sortino_ratio(daily.to_numpy(), DAYS_PER_YEAR)),
         "max_drawdown": max_dd,
         "max_drawdown_duration_days": max_drawdown_duration(returns, bar) / DAY,
-        "cagr": growth,
-        "calmar": _finite_or_none(growth / -max_dd) if max_dd < 0 else None,
+        # Annualising a shorter period extrapolates its luck: CAGR and Calmar need a year of bars.
+        "cagr": growth if long_enough else None,
+        "calmar": (_finite_or_none(growth / -max_dd) if max_dd < 0 else None) if long_enough else None,
         "total_return": float(equity_curve(returns)[-1] - 1.0),
         "volatility": float(daily.std(ddof=1) * np.sqrt(DAYS_PER_YEAR)) if len(daily) > 1 else 0.0,
         "win_rate": float((wins > 0).mean()) if wins.size else None,
@@ -241,6 +237,11 @@ def performance_metrics(bars: pd.DataFrame, n_trials: int | None = None, confide
         "fees": float(bars["fee_cost"].sum() / n_series),
         "slippage": float(bars["slippage_cost"].sum() / n_series),
         "funding": float(bars["funding_cost"].sum() / n_series),
+        # Where the money went, in fractions of the capital a year (sums, not compounded).
+        "per_year": {name: float(bars[column].sum() / n_series / years) if years > 0 else None
+                     for name, column in (("gross_return", "gross_return"), ("fees", "fee_cost"),
+                                          ("slippage", "slippage_cost"), ("funding", "funding_cost"),
+                                          ("net_return", "net_return"))},
         "n_bars": int(len(returns)),
         "n_days": int(len(daily)),
         "n_series": n_series,

@@ -13,9 +13,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from trading_engine.trading.calendar import periods_per_year, series_bar_length
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.engine import simulate
-from trading_engine.trading.rule import TradingRule, target_positions
+from trading_engine.trading.rule import (
+    TradingRule,
+    decision_bars,
+    target_positions,
+    volatility_target_sizes,
+)
 
 RESULT_COLUMNS = ("held_position", "gross_return", "fee_cost", "slippage_cost", "funding_cost",
                   "net_return", "turnover")
@@ -82,15 +88,59 @@ def trade_positions(aligned: pd.DataFrame, positions: np.ndarray, costs: CostMod
     return frame
 
 
+def bar_lengths_ns(series: pd.Series | np.ndarray) -> np.ndarray:
+    """The bar length (ns) of each row, from the timeframe in its series key (BTC_USDT_5m: 5 min)."""
+    codes, keys = pd.factorize(np.asarray(series))
+    lengths = np.array([series_bar_length(str(key)).value for key in keys], dtype=np.int64)
+    return lengths[codes]
+
+
+def rule_positions(aligned: pd.DataFrame, expected_return: np.ndarray, rule: TradingRule, costs: CostModel,
+                   horizon: int, confidence: np.ndarray | None = None,
+                   market: Mapping[str, pd.DataFrame] | None = None) -> np.ndarray:
+    """The shared rule's positions for the rows of `aligned` (the output of `align_market`),
+    given each row's forecast of the `horizon`-bar return (and its confidence): the round trip
+    cost of each bar from `costs`, the decision bars from the rows' timestamps, and, when the rule
+    targets a volatility, the sizes from the closes of `market` (the series' full frames, so
+    that the volatility at a block's first bar is known)."""
+    if rule.flat or aligned.empty:
+        return np.zeros(len(aligned))
+    bar_ns = bar_lengths_ns(aligned["series"])
+    timestamps = pd.DatetimeIndex(aligned["timestamp"]).as_unit("ns").asi8
+    size: np.ndarray | float = 1.0
+    if rule.target_volatility is not None:
+        if market is None:
+            raise ValueError("a volatility-targeted rule needs the market frames")
+        sizes = {series: pd.DataFrame({"size": volatility_target_sizes(
+                     market[series]["close"].to_numpy(), rule, periods_per_year(series_bar_length(series)))},
+                     index=market[series].index)
+                 for series in aligned["series"].unique()}
+        size = bar_values(aligned, sizes, ["size"])["size"]
+    return target_positions(expected_return, rule, costs.round_trip_cost(aligned["open"].to_numpy(),
+                                                                         aligned["close"].to_numpy()),
+                            horizon, confidence=confidence, size=size,
+                            decision=decision_bars(timestamps, bar_ns, rule.decide_every),
+                            segment_starts=aligned["segment_start"].to_numpy())
+
+
+def model_forecast(aligned: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The model's forecast in the predictions table: the regression head's expected return over
+    the horizon (`pred_return`, in return units) and the confidence head's probability that its
+    direction is right (`confidence`)."""
+    return aligned["pred_return"].to_numpy(dtype=np.float64), aligned["confidence"].to_numpy(dtype=np.float64)
+
+
 def strategy_returns(
     predictions: pd.DataFrame,
     market: Mapping[str, pd.DataFrame],
     rule: TradingRule,
     costs: CostModel,
+    horizon: int,
 ) -> pd.DataFrame:
     """Per-bar results of trading `predictions` (the predictions contract of
-    docs/architecture.md) on `market` (series key -> frame indexed by timestamp with `open`,
-    `close` and optionally `funding_rate`, e.g. the model input).
+    docs/architecture.md; forecasts of the `horizon`-bar return) on `market` (series key -> frame
+    indexed by timestamp with `open`, `close` and optionally `funding_rate`, e.g. the model input)
+    with the shared rule and costs.
 
     Each (series, fold, segment) block is a contiguous run of bars and is simulated on its own,
     flat at its start. Returns one row per prediction: timestamp, series, fold, segment and the
@@ -99,8 +149,8 @@ def strategy_returns(
     if predictions.empty:
         return pd.DataFrame(columns=["timestamp", *SEGMENT_KEYS, *RESULT_COLUMNS])
     aligned = align_market(predictions, market)
-    positions = target_positions(aligned["prob_down"].to_numpy(), aligned["prob_up"].to_numpy(),
-                                 aligned["confidence"].to_numpy(), rule)
+    expected_return, confidence = model_forecast(aligned)
+    positions = rule_positions(aligned, expected_return, rule, costs, horizon, confidence, market)
     return trade_positions(aligned, positions, costs)
 
 

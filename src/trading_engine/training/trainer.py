@@ -136,11 +136,13 @@ def series_of_timeframe(keys: Iterable[str], timeframe: str | None) -> list[str]
 
 
 def trading_sharpe(
-    predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame], rule: TradingRule, costs: CostModel
+    predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame], rule: TradingRule, costs: CostModel,
+    horizon: int,
 ) -> float:
-    """Daily annualised Sharpe of the equal-weight portfolio that trades `predictions` with the
-    shared rule and costs: the early-stopping criterion, computed exactly as the evaluation does."""
-    return sharpe_daily_annualised(portfolio_returns(strategy_returns(predictions, market, rule, costs)))
+    """Daily annualised Sharpe of the equal-weight portfolio that trades `predictions` (forecasts
+    of the `horizon`-bar return) with the shared rule and costs: the early-stopping criterion,
+    computed exactly as the evaluation does."""
+    return sharpe_daily_annualised(portfolio_returns(strategy_returns(predictions, market, rule, costs, horizon)))
 
 
 class EarlyStopping:
@@ -420,7 +422,7 @@ def train_fold(
                                                config.loss_weights).total)
         validation_accuracy = float((labelled.logits.argmax(dim=-1) == labels).float().mean())
         sharpe = trading_sharpe(prediction_frame(pooled, validation_rows, output, return_scale, fold.index,
-                                                 "validation"), market, trading_rule, costs)
+                                                 "validation"), market, trading_rule, costs, config.horizon)
         stopper.update(sharpe, epoch, model)
         log.append({"fold": fold.index, "epoch": epoch, "train_loss": train_loss,
                     "validation_loss": validation_loss, "validation_accuracy": validation_accuracy,

@@ -1,5 +1,6 @@
-"""Nodes of the evaluation pipeline: predictions and model input in; the backtest metrics, plots
-and report out. The domain lives in trading_engine.trading and trading_engine.evaluation."""
+"""Nodes of the evaluation pipeline: predictions, model input and the training summary in; the
+baselines' forecasts, the chosen rules, the backtest metrics, plots and report out. The domain
+lives in trading_engine.trading and trading_engine.evaluation."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from trading_engine.evaluation import plots
-from trading_engine.evaluation.backtest import EvaluationSettings, evaluate_backtest
-from trading_engine.evaluation.report import PLOT_FILES, backtest_report, summary_table, verdicts
-from trading_engine.evaluation.selection import select_confidence_thresholds
+from trading_engine.evaluation.backtest import (
+    EvaluationSettings,
+    evaluate_backtest,
+    fit_baseline_forecasts,
+    select_all_rules,
+    training_horizon,
+)
+from trading_engine.evaluation.report import PLOT_FILES, backtest_report, console_summary
+from trading_engine.evaluation.selection import RuleSelectionSettings
 from trading_engine.trading import CostModel, TradingRule
+from trading_engine.tuning.space import space_entries
 from trading_engine.tuning.storage import count_trials
 
 logger = logging.getLogger(__name__)
+RULE_PREFIX = "trading.rule."
 
 
 def _market(model_input: Mapping[str, Callable[[], pd.DataFrame]], predictions: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -29,33 +38,55 @@ def _market(model_input: Mapping[str, Callable[[], pd.DataFrame]], predictions: 
     return {series: model_input[series]() for series in wanted}
 
 
-def select_confidence_threshold(predictions: pd.DataFrame, model_input: Mapping[str, Callable[[], pd.DataFrame]],
-                                trading: dict[str, Any], threshold_selection: dict[str, Any]) -> dict[str, Any]:
-    """Per fold, the confidence threshold with the best validation score (validation rows only)."""
-    validation = predictions.loc[predictions["segment"] == "validation"]
-    return select_confidence_thresholds(validation, _market(model_input, validation),
-                                        TradingRule.from_params(trading.get("rule")),
-                                        CostModel.from_params(trading.get("costs")),
-                                        threshold_selection["quantiles"], threshold_selection["metric"])
+def forecast_baselines(predictions: pd.DataFrame, model_input: Mapping[str, Callable[[], pd.DataFrame]],
+                       training_summary: dict[str, Any], settings: dict[str, Any]) -> pd.DataFrame:
+    """The forecasting baselines (momentum, mean reversion, logistic, gradient boosting), fitted
+    per fold on training rows, on the model's bars."""
+    return fit_baseline_forecasts(predictions, _market(model_input, predictions), training_summary,
+                                  EvaluationSettings.from_params(settings, training_horizon(training_summary)))
 
 
-def count_configurations_tried(tuning: dict[str, Any], confidence_threshold_selection: dict[str, Any]) -> dict[str, int]:
-    """Every configuration tried: the tuning study's trials plus the threshold candidates."""
+def tuned_rule_parameters(tuning: Mapping[str, Any]) -> list[str]:
+    """The trading-rule parameters the tuning study searches: tuning owns them."""
+    return [name.removeprefix(RULE_PREFIX) for name, _ in space_entries(tuning.get("search_space") or {})
+            if name.startswith(RULE_PREFIX)]
+
+
+def select_trading_rules(predictions: pd.DataFrame, baseline_forecasts: pd.DataFrame,
+                         model_input: Mapping[str, Callable[[], pd.DataFrame]], training_summary: dict[str, Any],
+                         trading: dict[str, Any], rule_selection: dict[str, Any],
+                         tuning: dict[str, Any]) -> dict[str, Any]:
+    """Per fold and forecaster, the rule with the best validation score (validation rows only).
+    A rule parameter that tuning searches is not selected again: its value is `trading.rule`'s."""
+    settings = RuleSelectionSettings.from_params(rule_selection)
+    tuned = [name for name in tuned_rule_parameters(tuning) if name in settings.grid]
+    if tuned:
+        logger.info("trading.rule.%s searched by tuning: the evaluation keeps its value and does not select it "
+                    "again", ", trading.rule.".join(tuned))
+        settings = settings.without(tuned)
+    validation = pd.concat([predictions.loc[predictions["segment"] == "validation"],
+                            baseline_forecasts.loc[baseline_forecasts["segment"] == "validation"]])
+    return select_all_rules(predictions, baseline_forecasts, _market(model_input, validation),
+                            TradingRule.from_params(trading.get("rule")), CostModel.from_params(trading.get("costs")),
+                            training_horizon(training_summary), settings)
+
+
+def count_configurations_tried(tuning: dict[str, Any], rule_selection: dict[str, Any]) -> dict[str, int]:
+    """Every configuration tried: the tuning study's trials plus the rule candidates."""
     optuna_trials = count_trials(tuning.get("storage"), tuning.get("study_name"))
-    candidates = int(confidence_threshold_selection["n_configurations"])
-    return {"optuna": optuna_trials, "confidence_threshold_candidates": candidates,
-            "total": optuna_trials + candidates}
+    candidates = int(rule_selection["n_configurations"])
+    return {"optuna": optuna_trials, "rule_candidates": candidates, "total": optuna_trials + candidates}
 
 
-def evaluate_strategies(predictions: pd.DataFrame, model_input: Mapping[str, Callable[[], pd.DataFrame]],
-                        training_summary: dict[str, Any], confidence_threshold_selection: dict[str, Any],
-                        configurations_tried: dict[str, int], trading: dict[str, Any], horizon: int,
-                        settings: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_strategies(predictions: pd.DataFrame, baseline_forecasts: pd.DataFrame,
+                        model_input: Mapping[str, Callable[[], pd.DataFrame]], training_summary: dict[str, Any],
+                        rule_selection: dict[str, Any], configurations_tried: dict[str, int],
+                        trading: dict[str, Any], settings: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
     """The backtest metrics (model, baselines, significance, prediction quality) and the
     portfolio daily returns of every strategy."""
-    return evaluate_backtest(predictions, _market(model_input, predictions), confidence_threshold_selection,
-                             TradingRule.from_params(trading.get("rule")), CostModel.from_params(trading.get("costs")),
-                             training_summary, configurations_tried, EvaluationSettings.from_params(settings, horizon))
+    return evaluate_backtest(predictions, baseline_forecasts, _market(model_input, predictions), rule_selection,
+                             CostModel.from_params(trading.get("costs")), configurations_tried,
+                             EvaluationSettings.from_params(settings, training_horizon(training_summary)))
 
 
 def plot_equity_curves(backtest_daily_returns: pd.DataFrame) -> Figure:
@@ -83,9 +114,8 @@ def write_backtest_report(backtest_metrics: dict[str, Any]) -> str:
 
 
 def log_backtest_summary(backtest_metrics: dict[str, Any], backtest_report: str, report: dict[str, Any]) -> None:
-    """The last words of `kedro run`: the summary table, the verdicts and where the outputs are."""
+    """The last words of `kedro run`: the summary table, the significance, the verdicts and where
+    the outputs are."""
     folder = report["outputs_folder"]
-    logger.info("Backtest summary (after costs; equal-weight portfolio)\n%s\n%s\nOutputs in %s/: "
-                "backtest_metrics.json, backtest_report.md (%d characters), %s",
-                summary_table(backtest_metrics), "\n".join(verdicts(backtest_metrics)), folder,
-                len(backtest_report), ", ".join(PLOT_FILES.values()))
+    logger.info("%s\nOutputs in %s/: backtest_metrics.json, backtest_report.md (%d characters), %s",
+                console_summary(backtest_metrics), folder, len(backtest_report), ", ".join(PLOT_FILES.values()))

@@ -1,5 +1,6 @@
-"""Evaluation: the model's predictions traded with the shared rule and costs, beside baselines,
-on the walk-forward out-of-sample period and the holdout; metrics, significance, plots, report."""
+"""Evaluation: the model's predictions and the forecasting baselines traded with the shared rule
+and costs, each with its rule chosen on validation rows, beside the position baselines, on the
+walk-forward out-of-sample period and the holdout; metrics, significance, plots, report."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -9,22 +10,28 @@ from trading_engine.pipelines.evaluation import nodes
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(
-            func=nodes.select_confidence_threshold,
-            inputs=["predictions", "model_input", "params:trading", "params:evaluation.threshold_selection"],
-            outputs="confidence_threshold_selection",
-            name="select_confidence_threshold",
+            func=nodes.forecast_baselines,
+            inputs=["predictions", "model_input", "training_summary", "params:evaluation.settings"],
+            outputs="baseline_forecasts",
+            name="forecast_baselines",
+        ),
+        Node(
+            func=nodes.select_trading_rules,
+            inputs=["predictions", "baseline_forecasts", "model_input", "training_summary", "params:trading",
+                    "params:evaluation.rule_selection", "params:tuning"],
+            outputs="rule_selection",
+            name="select_trading_rules",
         ),
         Node(
             func=nodes.count_configurations_tried,
-            inputs=["params:tuning", "confidence_threshold_selection"],
+            inputs=["params:tuning", "rule_selection"],
             outputs="configurations_tried",
             name="count_configurations_tried",
         ),
         Node(
             func=nodes.evaluate_strategies,
-            inputs=["predictions", "model_input", "training_summary", "confidence_threshold_selection",
-                    "configurations_tried", "params:trading", "params:training.horizon",
-                    "params:evaluation.settings"],
+            inputs=["predictions", "baseline_forecasts", "model_input", "training_summary", "rule_selection",
+                    "configurations_tried", "params:trading", "params:evaluation.settings"],
             outputs=["backtest_metrics", "backtest_daily_returns"],
             name="evaluate_strategies",
         ),
