@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trading_engine.models import IGNORE_CLASS, LossWeights, build_model, multitask_loss
+from trading_engine.models import IGNORE_CLASS, LossWeights, ModelOutput, build_model, multitask_loss
 
 SMALL = {
     "transformer": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
@@ -71,3 +71,22 @@ def test_unknown_model_or_hyper_parameter_is_an_error():
         build_model("lstm", N_FEATURES, SEQ_LEN)
     with pytest.raises(ValueError, match="hyper-parameters"):
         build_model("tcn", N_FEATURES, SEQ_LEN, {"d_model": 8})
+
+
+def test_confidence_head_learns_whether_the_traded_direction_is_right():
+    """The rule trades sign(pred_return); the confidence loss must target exactly that event,
+    whatever the class head says (here it says "flat", and the old target was "the class is right")."""
+    logits = torch.tensor([[0.0, 5.0, 0.0]] * 4)  # the class head is sure of "flat" on every row
+    pred_return = torch.tensor([0.3, -0.2, 0.4, 0.1])  # traded directions: long, short, long, long
+    target_return = torch.tensor([0.5, 0.1, -0.2, 0.0])  # right, wrong, wrong, no direction
+    target_class = torch.tensor([1, 1, 1, 1])  # the class call is right on every row
+    confidence_logit = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    output = ModelOutput(logits, pred_return, confidence_logit)
+    loss = multitask_loss(output, target_class, target_return, LossWeights())
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(confidence_logit[:3], torch.tensor([1.0, 0.0, 0.0]))
+    assert loss.confidence.item() == pytest.approx(expected.item(), rel=1e-6)
+    # No gradient reaches the regression head through the confidence target.
+    pred_return.requires_grad_(True)
+    multitask_loss(ModelOutput(logits, pred_return, confidence_logit), target_class, target_return,
+                   LossWeights(classification=0.0, regression=0.0, confidence=1.0)).total.backward()
+    assert pred_return.grad is None or torch.count_nonzero(pred_return.grad) == 0
