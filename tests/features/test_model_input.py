@@ -37,7 +37,8 @@ def model_input_of(candles: pd.DataFrame, funding: pd.DataFrame | None) -> pd.Da
 def test_model_input_has_exactly_the_contract_columns_and_drops_the_warmup(eth_5m):
     candles = eth_5m.iloc[:3_000]
     table = model_input_of(candles, settlements(candles.index))
-    expected = [*FEATURE_NAMES, *target_columns(HORIZONS), "open", "high", "low", "close", "volume", "funding_rate"]
+    expected = [*FEATURE_NAMES, *target_columns(HORIZONS), "open", "high", "low", "close", "volume", "funding_rate",
+                "funding_cumulative"]
     assert list(table.columns) == expected
     assert table.index.name == "timestamp" and str(table.index.tz) == "UTC"
     assert table.index.equals(candles.index[WARMUP_BARS:])
@@ -65,11 +66,15 @@ def test_funding_rate_is_the_rate_settled_at_the_bar_open_and_zero_elsewhere(eth
     assert (table.index[at_settlement].minute == 0).all()
 
 
-def test_several_settlements_within_one_long_bar_add_up():
+def test_settlements_inside_a_long_bar_or_a_gap_count_at_the_next_open_and_add_up():
     index = pd.date_range("2025-01-01", periods=3, freq="1D", tz="UTC")
     funding = pd.DataFrame({"timestamp": pd.date_range("2025-01-01", periods=9, freq="8h", tz="UTC"),
                             "funding_rate": np.full(9, 1e-4)})
-    np.testing.assert_allclose(align_funding(index, funding, pd.Timedelta(days=1)), [3e-4] * 3)
+    # Day 0's 08:00 and 16:00 are owed by the position held during day 0: they count at day 1's
+    # open, with day 1's 00:00; day 2's 08:00 and 16:00 come after the last open.
+    np.testing.assert_allclose(align_funding(index, funding, pd.Timedelta(days=1)), [1e-4, 3e-4, 3e-4])
+    with_gap = index.delete(1)  # the candles of day 1 are missing: its settlements are not lost
+    np.testing.assert_allclose(align_funding(with_gap, funding, pd.Timedelta(days=1)), [1e-4, 6e-4])
 
 
 def test_no_funding_means_zero_funding(eth_5m):
@@ -77,9 +82,20 @@ def test_no_funding_means_zero_funding(eth_5m):
     assert (table["funding_rate"] == 0).all()
 
 
-def test_rows_within_the_warmup_after_a_time_gap_are_dropped(eth_5m):
+def test_rows_within_the_warmup_after_a_time_gap_are_dropped_and_their_funding_kept(eth_5m):
     candles = eth_5m.iloc[:3_000].drop(eth_5m.index[1_500:1_510])
-    table = model_input_of(candles, None)
+    table = model_input_of(candles, settlements(candles.index))
+    dropped = ~candles.index.isin(table.index)
+    full = model_input_of(candles.iloc[:1_500], settlements(candles.index))
+    # The running sum of funding covers the dropped rows: the next kept row minus the last before
+    # the gap is every settlement in between.
+    last_before, first_after = candles.index[1_499], candles.index[1_500 + WARMUP_BARS]
+    in_between = settlements(candles.index).set_index("timestamp")["funding_rate"]
+    in_between = in_between[(in_between.index > last_before) & (in_between.index <= first_after + pd.Timedelta("1s"))]
+    assert dropped[1_500:].sum() == WARMUP_BARS and in_between.size >= 1
+    assert table.loc[first_after, "funding_cumulative"] - table.loc[last_before, "funding_cumulative"] == \
+        pytest.approx(in_between.sum())
+    assert full.loc[last_before, "funding_cumulative"] == table.loc[last_before, "funding_cumulative"]
     after_gap = candles.index[1_500]
     assert candles.index[1_499] in table.index
     assert not table.index[(table.index >= after_gap) & (table.index < candles.index[1_500 + WARMUP_BARS])].size

@@ -93,11 +93,15 @@ def test_trades_split_at_flips_and_carry_their_own_costs() -> None:
     trades = trade_table(bars)
     assert trades["direction"].tolist() == [1.0, -1.0]
     assert trades["bars"].tolist() == [2, 2]
-    # Bars 1..4 move +10%, +10%, -10%, -10%.
-    # Long: +10% +10%, entry fee 0.1%, funding 0.1% at bar 2, exit fee 0.1% at the flip.
-    # Short: -(-10%) -(-10%), entry fee 0.1% at the flip, exit fee 0.1% at bar 5.
-    np.testing.assert_allclose(trades["return"], [0.2 - 0.003, 0.2 - 0.002])
+    # Bars 1..4 move +10%, +10%, -10%, -10%. The long pays its entry fee, the funding settled at
+    # bar 2's open (booked on bar 1, the bar it is held through) and its share of the flip's fee
+    # (its own size at the flip); the short the rest of the flip's fee and its exit at bar 5.
+    net, held, fee, turnover = (bars[c].to_numpy() for c in ("net_return", "held_position", "fee_cost", "turnover"))
+    long_exit = (turnover[3] - abs(held[3])) * 0.001  # the long's drifted size at the flip
+    np.testing.assert_allclose(trades["return"], [net[1] + net[2] - long_exit, net[3] + net[4] + net[5] + long_exit])
+    assert bars["funding_cost"].iloc[1] == pytest.approx(121 / 110 * 0.001)  # the long's notional at the settlement
     assert trades["return"].sum() == pytest.approx(bars["net_return"].sum())
+    assert fee[1] == pytest.approx(0.001) and fee[3] > 0.002  # the flip trades more than twice the entry
 
 
 def test_win_rate_profit_factor_holding_time_and_turnover() -> None:
@@ -111,7 +115,9 @@ def test_win_rate_profit_factor_holding_time_and_turnover() -> None:
     assert metrics["average_holding_hours"] == pytest.approx(1.0)
     assert metrics["time_in_market"] == pytest.approx(2 / 7)
     assert metrics["exposure"] == pytest.approx(2 / 7)
-    # 4 units traded over 7 hours
-    assert metrics["turnover_per_day"] == pytest.approx(4 / (7 / 24))
+    # Traded over 7 hours, in units of the equity at each fill: the long's entry and exit (1, 1),
+    # the short's entry (1) and its exit after the price rose 2 %, when the short is worth
+    # 1.02 of an equity that fell to 0.98 of its entry value (positions are held in contracts).
+    assert metrics["turnover_per_day"] == pytest.approx((3 + 1.02 / 0.98) / (7 / 24))
     winning = performance_metrics(_bars(-positions, open_, CostModel.free()))
     assert winning["win_rate"] == 1.0 and winning["profit_factor"] is None  # no losing trade

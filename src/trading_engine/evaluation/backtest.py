@@ -273,12 +273,13 @@ def random_baseline(aligned: pd.DataFrame, model: np.ndarray, costs: CostModel, 
     profile = TurnoverProfile.of(model, starts)
     portfolio = DailyPortfolio(aligned)
     sharpes, turnovers = np.empty(settings.random_seeds), np.empty(settings.random_seeds)
-    bars = (aligned["open"].to_numpy(), aligned["close"].to_numpy(), costs, aligned["funding_rate"].to_numpy())
+    bars = (aligned["open"].to_numpy(), aligned["close"].to_numpy(), costs, aligned["funding_rate"].to_numpy(),
+            starts, aligned["gap_before"].to_numpy())
     for draw in tqdm(range(settings.random_seeds), desc="random baselines", leave=False):
-        result = simulate(random_positions(profile, starts, rng), *bars, segment_starts=starts)
+        result = simulate(random_positions(profile, starts, rng), *bars)
         sharpes[draw] = sharpe_ratio(portfolio.daily(result.net_return), DAYS_PER_YEAR)
         turnovers[draw] = result.turnover.sum()
-    model_turnover = simulate(model, *bars, segment_starts=starts).turnover.sum()
+    model_turnover = simulate(model, *bars).turnover.sum()
     p05, p50, p95 = np.percentile(sharpes, [5, 50, 95])
     return {
         "n_seeds": settings.random_seeds,

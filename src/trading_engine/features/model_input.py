@@ -19,7 +19,8 @@ from trading_engine.data.schema import PRICE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-MARKET_COLUMNS = (*PRICE_COLUMNS, "volume", "funding_rate")
+MARKET_COLUMNS = (*PRICE_COLUMNS, "volume", "funding_rate", "funding_cumulative")
+SETTLEMENT_STAMP_TOLERANCE_NS = 1_000_000_000  # one second
 
 
 def _as_utc_nanoseconds(index: pd.DatetimeIndex | pd.Series) -> np.ndarray:
@@ -31,18 +32,24 @@ def _as_utc_nanoseconds(index: pd.DatetimeIndex | pd.Series) -> np.ndarray:
 
 def align_funding(index: pd.DatetimeIndex, funding: pd.DataFrame | None,
                   timeframe: pd.Timedelta) -> np.ndarray:
-    """Per bar of `index`, the funding rate settled during [open, open + timeframe) — for the
-    usual settlement on a bar boundary, the rate settled at that bar's open; several
-    settlements inside one (long) bar add up. 0 where none; settlements outside the bars are
-    ignored. `funding` has columns timestamp (settlement time) and funding_rate."""
+    """Per bar of `index`, the funding rates settled after the previous bar's open up to and
+    including this bar's open: for the usual settlement on a bar boundary, the rate settled at
+    that bar's open. A settlement inside a (long) bar, or in a gap of the candles, counts at the
+    next bar's open: it is owed by the position held when it settles, which the backtest charges
+    on the position held before that open. 0 where none; settlements before the first bar or after
+    the last are ignored. `funding` has columns timestamp (settlement time) and funding_rate;
+    `timeframe` is kept for the callers' signature."""
     rates = np.zeros(len(index))
-    if funding is None or len(funding) == 0:
+    if funding is None or len(funding) == 0 or len(index) == 0:
         return rates
     bar_open = _as_utc_nanoseconds(index)
     times = funding["timestamp"] if "timestamp" in funding.columns else funding.index
     settled = _as_utc_nanoseconds(times)
-    bar = np.searchsorted(bar_open, settled, side="right") - 1
-    inside = (bar >= 0) & (settled - bar_open[np.clip(bar, 0, None)] < timeframe.value)
+    # The first bar that opens at or after it; exchanges stamp settlements a few milliseconds after
+    # the hour (Binance: 08:00:00.003), which still belong to the bar that opens on the hour.
+    due = settled - SETTLEMENT_STAMP_TOLERANCE_NS
+    bar = np.searchsorted(bar_open, due, side="left")
+    inside = (due >= bar_open[0] - SETTLEMENT_STAMP_TOLERANCE_NS) & (bar < len(bar_open))
     np.add.at(rates, bar[inside], funding["funding_rate"].to_numpy(dtype=np.float64)[inside])
     return rates
 
@@ -74,6 +81,9 @@ def build_model_input(candles: pd.DataFrame, feature_table: pd.DataFrame,
     market = candles[list(PRICE_COLUMNS) + ["volume"]].astype(np.float64)
     market.index = feature_table.index  # equal instants; one index even if the units differ
     market["funding_rate"] = align_funding(candles.index, funding, timeframe)
+    # Over every candle, before the warm-up rows are dropped: the backtest charges a position held
+    # through a gap every settlement in it (trading_engine.trading.portfolio.align_market).
+    market["funding_cumulative"] = np.cumsum(market["funding_rate"].to_numpy())
     table = pd.concat([feature_table, market], axis=1)
     keep = rows_after_warmup(candles.index, warmup_bars, timeframe)
     dropped_after_gaps = int((~keep[warmup_bars:]).sum())

@@ -137,7 +137,8 @@ def trade_table(bars: pd.DataFrame) -> pd.DataFrame:
     A trade is a run of bars holding a position of one sign; a flip ends one trade and starts
     another. Its return is the sum of its bars' contributions: the gross return of the bars it is
     held, its entry fee and slippage, its exit fee and slippage (paid at the bar that closes it) and
-    the funding charged on it. Columns: series, entry (first bar held), bars, direction, return.
+    the funding settled while it is held. Columns: series, entry (first bar held), bars, direction,
+    return.
     """
     held = bars["held_position"].to_numpy(dtype=np.float64)
     n = held.shape[0]
@@ -155,9 +156,13 @@ def trade_table(bars: pd.DataFrame) -> pd.DataFrame:
     turnover = bars["turnover"].to_numpy(dtype=np.float64)
     rate = np.divide(cost, turnover, out=np.zeros(n), where=turnover > 0)
     closing = (previous_sign != 0) & (sign != previous_sign)
-    exit_cost = np.where(closing, np.abs(previous) * rate, 0.0)
-    own = bars["gross_return"].to_numpy(dtype=np.float64) - (cost - exit_cost)
-    carried = -bars["funding_cost"].to_numpy(dtype=np.float64) - exit_cost
+    # The closing position's share of the bar's cost: what was traded beyond opening the new one
+    # (positions are held in contracts, so the old one's size has drifted since its last bar).
+    exit_cost = np.where(closing, rate * np.maximum(turnover - np.abs(held), 0.0), 0.0)
+    # A bar's funding is what settled while its position was held (the engine books it on that bar).
+    own = bars["gross_return"].to_numpy(dtype=np.float64) - (cost - exit_cost) - bars["funding_cost"].to_numpy(
+        dtype=np.float64)
+    carried = -exit_cost
 
     in_trade, after_trade = trade >= 0, previous_trade >= 0
     returns = (np.bincount(trade[in_trade], own[in_trade], minlength=n_trades)

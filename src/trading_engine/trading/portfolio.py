@@ -27,15 +27,21 @@ RESULT_COLUMNS = ("held_position", "gross_return", "fee_cost", "slippage_cost", 
                   "net_return", "turnover")
 # A segment is traded on its own: positions never carry across a purge gap or a fold boundary.
 SEGMENT_KEYS = ["series", "fold", "segment"]
-MARKET_COLUMNS = ("open", "close", "funding_rate")
 
 
 def align_market(predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """The rows of `predictions` sorted into contiguous (series, fold, segment) blocks (in order
-    of first appearance, each sorted by timestamp), with the market columns `open`, `close`,
-    `funding_rate` (0 where the market has none) of their bars and `segment_start` (True on the
-    first bar of each block). `market` maps a series key to a frame indexed by timestamp, e.g.
-    the model input; a bar missing there is an error."""
+    of first appearance, each sorted by timestamp), with the market columns `open` and `close` of
+    their bars, and:
+    - `segment_start`: True on the first bar of each block; a block also ends at a gap (a time
+      step longer than the series' bar), and the bar after it starts a new one;
+    - `gap_before`: True on a block start that follows a gap in the same (series, fold, segment);
+    - `funding_rate`: what settled after the previous row's open up to this row's open (so a
+      position held through a gap is charged every settlement in it, including those of bars
+      the model input dropped): from the market's `funding_cumulative` when it has one (the
+      model input does), else its `funding_rate`; 0 where it has neither.
+    `market` maps a series key to a frame indexed by timestamp, e.g. the model input; a bar
+    missing there is an error."""
     missing = {"timestamp", *SEGMENT_KEYS} - set(predictions.columns)
     if missing:
         raise ValueError(f"predictions lack the columns {sorted(missing)}")
@@ -43,15 +49,34 @@ def align_market(predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame]) 
     times = pd.DatetimeIndex(predictions["timestamp"]).as_unit("ns").asi8
     order = np.lexsort((times, block))
     aligned = predictions.iloc[order].reset_index(drop=True)
-    block = block[order]
-    starts = np.ones(len(aligned), dtype=bool)
-    starts[1:] = block[1:] != block[:-1]
+    block, times = block[order], times[order]
+    new_block = np.ones(len(aligned), dtype=bool)
+    new_block[1:] = block[1:] != block[:-1]
+    gap = np.zeros(len(aligned), dtype=bool)
+    gap[1:] = ~new_block[1:] & (np.diff(times) > bar_lengths_ns(aligned["series"])[1:])
 
-    values = bar_values(aligned, market, MARKET_COLUMNS, optional=("funding_rate",))
-    for name in MARKET_COLUMNS:
-        aligned[name] = values[name]
-    aligned["segment_start"] = starts
+    values = bar_values(aligned, market, ("open", "close", "funding_rate", "funding_cumulative"),
+                        optional=("funding_rate", "funding_cumulative"))
+    aligned["open"], aligned["close"] = values["open"], values["close"]
+    has_cumulative = {series: "funding_cumulative" in market[series].columns for series in aligned["series"].unique()}
+    cumulative = np.where(aligned["series"].map(has_cumulative).to_numpy(dtype=bool), values["funding_cumulative"],
+                          _cumulative_funding(aligned, market))
+    since_previous_row = values["funding_rate"].copy()
+    since_previous_row[1:] = np.where(new_block[1:], values["funding_rate"][1:], np.diff(cumulative))
+    aligned["funding_rate"] = since_previous_row
+    aligned["segment_start"] = new_block | gap
+    aligned["gap_before"] = gap
     return aligned
+
+
+def _cumulative_funding(aligned: pd.DataFrame, market: Mapping[str, pd.DataFrame]) -> np.ndarray:
+    """Running sum of the market's `funding_rate` over every row of each series' market frame,
+    at the bars of `aligned` (0 for a market without funding)."""
+    cumulative = {series: pd.DataFrame({"cumulative": np.cumsum(market[series]["funding_rate"].to_numpy(np.float64))
+                                        if "funding_rate" in market[series].columns else np.zeros(len(market[series]))},
+                                       index=market[series].index)
+                  for series in aligned["series"].unique()}
+    return bar_values(aligned, cumulative, ["cumulative"])["cumulative"]
 
 
 def bar_values(rows: pd.DataFrame, market: Mapping[str, pd.DataFrame], columns: Sequence[str],
@@ -81,7 +106,8 @@ def trade_positions(aligned: pd.DataFrame, positions: np.ndarray, costs: CostMod
     `align_market`, decided at that bar's close). Each block starts flat and is simulated on its
     own. Returns timestamp, series, fold, segment and the engine's per-bar columns."""
     result = simulate(positions, aligned["open"].to_numpy(), aligned["close"].to_numpy(), costs,
-                      aligned["funding_rate"].to_numpy(), segment_starts=aligned["segment_start"].to_numpy())
+                      aligned["funding_rate"].to_numpy(), segment_starts=aligned["segment_start"].to_numpy(),
+                      gap_before=aligned["gap_before"].to_numpy())
     frame = aligned[["timestamp", *SEGMENT_KEYS]].copy()
     for name in RESULT_COLUMNS:
         frame[name] = getattr(result, name)
