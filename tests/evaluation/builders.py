@@ -84,5 +84,6 @@ def evaluation_inputs(n_bars: int = 1500, quality: float = 0.6, series=("BTC_USD
     layout = fold_layout(market[series[0]].index)
     predictions = pd.concat([predictions_for(name, market[name], layout, quality, seed=10 + i)
                              for i, name in enumerate(series)], ignore_index=True)
-    summary = {"horizon": HORIZON, "fold_layouts": {"5m": layout}}
+    summary = {"horizon": HORIZON, "fold_layouts": {"5m": layout},
+               "folds": [{"fold": fold["fold"], "best_epoch": 2, "epochs_run": 4} for fold in layout["folds"]]}
     return predictions, market, summary

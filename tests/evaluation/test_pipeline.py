@@ -35,7 +35,7 @@ def outputs(tmp_path_factory):
         **{name: MatplotlibDataset(filepath=str(folder / PLOT_FILES[title])) for name, title in (
             ("backtest_equity_curves_plot", "Equity curves"), ("backtest_drawdown_plot", "Drawdown"),
             ("backtest_rolling_sharpe_plot", "Rolling Sharpe"), ("backtest_calibration_plot", "Calibration"),
-            ("backtest_coverage_precision_plot", "Coverage vs precision"))},
+            ("backtest_coverage_precision_plot", "Coverage vs precision"), ("backtest_timeline_plot", "Timeline"))},
     })
     inputs = {
         "predictions": predictions,
@@ -60,7 +60,7 @@ def test_metrics_json_has_the_promised_layout(outputs) -> None:
     for period in ("out_of_sample", "holdout"):
         assert REQUIRED <= set(portfolio[period])
         assert REQUIRED - {"deflated_sharpe", "n_trials"} <= set(portfolio[period]["before_costs"])
-        assert portfolio[period]["n_trials"] == 3  # no Optuna study: not trading and two cost multiples
+        assert portfolio[period]["n_trials"] == metrics["trials"]["total"]
     assert portfolio["sharpe"] == portfolio["out_of_sample"]["sharpe"]
     assert set(metrics["per_series"]) == {"BTC_USDT_5m", "ETH_USDT_5m"}
     assert "before_costs" in metrics["per_series"]["BTC_USDT_5m"]["holdout"]
@@ -71,7 +71,10 @@ def test_metrics_json_has_the_promised_layout(outputs) -> None:
     assert metrics["trading_rule"]["horizon"] == HORIZON  # from the training summary
     assert {"accuracy", "log_loss", "information_coefficient", "expected_calibration_error"} <= set(
         metrics["model"]["holdout"])
-    assert metrics["trials"] == {"optuna": 0, "rule_candidates": 3, "total": 3}
+    # No study: the rule candidates of each of the 2 folds + the model variants (epochs) of the summary.
+    trials = metrics["trials"]
+    assert (trials["optuna"], trials["rule_candidates"], trials["rule_choices"]) == (0, 3, 6)
+    assert trials["total"] == 6 + trials["model_variants"] and trials["trial_sharpe_variance"] is None
     assert not (outputs / "no_study.db").exists()
 
 

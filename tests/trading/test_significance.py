@@ -7,11 +7,14 @@ import pytest
 from scipy import stats
 
 from trading_engine.trading.significance import (
+    bootstrap_sharpe_interval,
     deflated_sharpe_ratio,
     expected_maximum_sharpe,
     minimum_track_record_length,
     probabilistic_sharpe_ratio,
+    sharpe_difference_test,
     sharpe_significance,
+    stationary_bootstrap_indices,
 )
 
 # Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", numerical example: the best of
@@ -68,3 +71,47 @@ def test_luck_only_returns_are_not_significant_and_a_real_edge_is() -> None:
     assert luck["deflated_sharpe"] < 0.95 and luck["deflated_sharpe"] <= luck["probabilistic_sharpe"]
     assert edge["deflated_sharpe"] > 0.95
     assert edge["n_trials"] == 20 and edge["n_observations"] == 1000
+
+
+def test_deflated_sharpe_of_the_papers_example_with_the_null_variance() -> None:
+    # Without a measured spread of the trials' Sharpe ratios, each trial is taken as luck: the
+    # variance of a zero-edge estimate over T observations, 1 / (T - 1). That is far narrower
+    # than the paper's measured 0.5 / 250 (= 0.002 against 0.0008), so the benchmark is lower.
+    null = 1.0 / 1249
+    benchmark = expected_maximum_sharpe(100, null)
+    quantile = (1 - 0.5772156649015329) * stats.norm.ppf(1 - 1 / 100) + 0.5772156649015329 * stats.norm.ppf(
+        1 - 1 / (100 * np.e))
+    assert benchmark == pytest.approx(np.sqrt(null) * quantile, rel=1e-12) and benchmark < 0.1132
+    expected = stats.norm.cdf((PAPER_SR - benchmark) * np.sqrt(1249) / np.sqrt(1 + 3 * PAPER_SR + 9 / 4 * PAPER_SR**2))
+    assert deflated_sharpe_ratio(PAPER_SR, 1250, 100, null, -3, 10) == pytest.approx(expected, abs=1e-12)
+    assert expected > 0.9004  # luck-only trials deflate less than the paper's measured spread
+
+
+def test_significance_uses_the_measured_trial_variance_when_given() -> None:
+    rng = np.random.default_rng(3)
+    returns = 0.001 + 0.01 * rng.standard_normal(1250)
+    measured = sharpe_significance(returns, n_trials=100, sharpe_variance=PAPER_VARIANCE)
+    null = sharpe_significance(returns, n_trials=100)
+    assert measured["trials_sharpe_variance"] == PAPER_VARIANCE
+    assert null["trials_sharpe_variance"] == pytest.approx(1 / 1249)
+    assert measured["expected_max_sharpe_per_observation"] == pytest.approx(expected_maximum_sharpe(100, PAPER_VARIANCE))
+    assert measured["deflated_sharpe"] < null["deflated_sharpe"]
+
+
+def test_bootstrap_interval_covers_the_true_sharpe_and_a_real_difference_is_detected() -> None:
+    rng = np.random.default_rng(4)
+    covered, n = 0, 60
+    for _ in range(n):
+        returns = 0.05 + rng.standard_normal(500)  # true Sharpe 0.05 per observation
+        interval = bootstrap_sharpe_interval(returns, 0.9, n_resamples=400, seed=int(rng.integers(1 << 30)))
+        covered += interval["low"] <= 0.05 <= interval["high"]
+    assert 0.8 <= covered / n <= 0.98  # about the nominal 90 %
+    common = rng.standard_normal(1000)
+    better = 0.1 + common + 0.3 * rng.standard_normal(1000)
+    same = common + 0.3 * rng.standard_normal(1000)
+    assert sharpe_difference_test(better, same, 1000)["p_value"] < 0.01
+    assert sharpe_difference_test(same, better, 1000)["p_value"] > 0.5
+    indices = stationary_bootstrap_indices(50, 4, 5.0, np.random.default_rng(0))
+    assert indices.shape == (4, 50) and indices.min() >= 0 and indices.max() < 50
+    # Mostly runs of consecutive observations: blocks of mean length 5.
+    assert np.mean(np.diff(indices, axis=1) % 50 == 1) == pytest.approx(0.8, abs=0.1)

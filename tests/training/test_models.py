@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trading_engine.models import IGNORE_CLASS, LossWeights, ModelOutput, build_model, multitask_loss
+from trading_engine.models import (
+    IGNORE_CLASS,
+    LossWeights,
+    ModelOutput,
+    build_model,
+    multitask_loss,
+)
 
 SMALL = {
     "transformer": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},

@@ -14,7 +14,8 @@ from tests.training.conftest import make_model_input, tiny_config
 from trading_engine.pipelines.training import create_pipeline
 from trading_engine.training import LOG_COLUMNS, PREDICTION_COLUMNS, FoldModel
 
-OUTPUTS = ("fold_models", "predictions", "training_log", "training_summary")
+OUTPUTS = ("fold_layout", "fold_models", "fold_predictions", "holdout_model", "holdout_predictions", "predictions",
+           "training_log", "training_summary")
 
 
 def test_pipeline_writes_fold_models_predictions_log_and_summary(project_root, tmp_path, monkeypatch):
@@ -43,3 +44,12 @@ def test_pipeline_writes_fold_models_predictions_log_and_summary(project_root, t
     assert list(catalog.load("training_log").columns) == list(LOG_COLUMNS)
     summary = catalog.load("training_summary")
     assert summary["fold_layout"]["purge_bars"] == 15 + 8 and len(summary["folds"]) == 2
+    assert catalog.load("fold_layout") == summary["fold_layout"]
+    # The holdout is predicted by the refitted model, saved apart, trained for the last fold's best epochs.
+    holdout = predictions[predictions["segment"] == "holdout"]
+    assert set(holdout["fold"]) == {2}
+    refit = FoldModel.from_checkpoint(catalog.load("holdout_model"))
+    assert catalog.load("holdout_model")["epochs"] == summary["folds"][-1]["best_epoch"]
+    again = refit.predict(frames).merge(holdout, on=["series", "timestamp"], suffixes=("_again", ""))
+    assert len(again) == len(holdout)
+    pd.testing.assert_series_equal(again["prob_up"], again["prob_up_again"], check_names=False, rtol=1e-5)

@@ -10,10 +10,12 @@ import pytest
 
 from tests.training.conftest import make_model_input, tiny_config
 from trading_engine.training import (
+    FoldLayout,
     FoldSettings,
     fit_scaling,
     fold_rows,
     make_fold_layout,
+    make_validation_folds,
     make_walk_forward_layout,
 )
 from trading_engine.training.windows import PooledSeries
@@ -111,3 +113,26 @@ def test_scaler_is_fitted_on_the_training_rows_only():
     for frame in changed.values():
         frame.loc[fold.train.contains(frame.index), "feat_drift"] *= 1000.0
     assert not np.array_equal(scaling(changed)[0].scale, scaler.scale)
+
+
+def test_the_tuning_window_ends_a_purge_before_the_first_test_bar_and_the_refit_before_the_holdout():
+    layout = make_fold_layout(AXIS, FoldSettings(n_folds=3, validation_fraction=0.05, test_fraction=0.05,
+                                                 holdout_fraction=0.15), purge_bars=92)
+    window = layout.tuning_window
+    assert window.start == AXIS[0]
+    assert bars_between(window.end, layout.folds[0].test.start) == 92
+    assert window.end == layout.folds[0].validation.end  # tuning may read fold 0's validation, not its test
+    refit = layout.holdout_refit
+    assert refit.index == 3 and refit.validation is None and refit.test == layout.holdout
+    assert bars_between(refit.train.end, layout.holdout.start) == 92
+    assert FoldLayout.from_dict(layout.to_dict()) == layout
+
+
+def test_validation_folds_tile_the_end_of_a_window_and_train_before_it():
+    window = AXIS[:5000]
+    folds = make_validation_folds(window, FoldSettings(n_folds=2, validation_fraction=0.1), purge_bars=50)
+    assert folds[-1].validation.end == window[-1] and all(fold.test is None for fold in folds)
+    assert folds[0].validation.bars == folds[1].validation.bars == 500
+    for fold in folds:
+        assert bars_between(fold.train.end, fold.validation.start) == 50
+    assert bars_between(folds[0].validation.end, folds[1].validation.start) == 0

@@ -19,6 +19,7 @@ from trading_engine.training import (
     FoldModel,
     TrainingConfig,
     make_walk_forward_layout,
+    refit_for_holdout,
     trading_sharpe,
     train_walk_forward,
 )
@@ -50,7 +51,7 @@ def test_predictions_follow_the_contract(trained, planted_model_input):
     assert predictions["confidence"].between(0, 1).all()
     assert set(predictions["series"]) == set(planted_model_input)
     assert (predictions["symbol"] == predictions["series"].str.replace("_1h", "").str.replace("_", "/") + ":USDT").all()
-    # Every bar of every fold's validation and test segments, and of the holdout, exactly once.
+    # Every bar of every fold's validation and test segments exactly once; the holdout is the refit's.
     layout = trained.layout
     for fold in layout.folds:
         of_fold = predictions[predictions["fold"] == fold.index]
@@ -58,9 +59,7 @@ def test_predictions_follow_the_contract(trained, planted_model_input):
             rows = of_fold[of_fold["segment"] == name]
             expected = sum(int(fold.segment(name).contains(frame.index).sum()) for frame in planted_model_input.values())
             assert len(rows) == expected and not rows.duplicated(["series", "timestamp"]).any()
-    holdout = predictions[predictions["segment"] == "holdout"]
-    assert set(holdout["fold"]) == {layout.folds[-1].index}
-    assert len(holdout) == sum(int(layout.holdout.contains(f.index).sum()) for f in planted_model_input.values())
+    assert "holdout" not in set(predictions["segment"])
 
 
 def test_log_has_one_row_per_fold_and_epoch(trained):
@@ -142,9 +141,28 @@ def test_holdout_is_never_read_by_training(trained, planted_model_input):
     for fold, other in zip(trained.folds, again.folds, strict=True):
         for name, tensor in fold.model.model.state_dict().items():
             torch.testing.assert_close(other.model.model.state_dict()[name], tensor, rtol=0, atol=0)
-    seen = trained.predictions["segment"] != "holdout"
-    pd.testing.assert_frame_equal(again.predictions[seen], trained.predictions[seen], check_exact=True)
-    assert not np.array_equal(again.predictions.loc[~seen, "prob_up"], trained.predictions.loc[~seen, "prob_up"])
+    pd.testing.assert_frame_equal(again.predictions, trained.predictions, check_exact=True)
+    # The holdout's refit reads every bar before the holdout, and none of it.
+    refit, refit_again = (refit_for_holdout(frames, tiny_config(), trained.layout, epochs=2)
+                          for frames in (planted_model_input, scrambled))
+    for name, tensor in refit.model.model.state_dict().items():
+        torch.testing.assert_close(refit_again.model.model.state_dict()[name], tensor, rtol=0, atol=0)
+    assert not np.array_equal(refit.predictions["prob_up"], refit_again.predictions["prob_up"])
+
+
+def test_the_holdout_model_trains_on_every_bar_up_to_a_purge_before_the_holdout(trained, planted_model_input):
+    layout = trained.layout
+    refit = layout.holdout_refit
+    axis = planted_model_input[sorted(planted_model_input)[0]].index
+    last_train, first_holdout = axis.get_loc(refit.train.end), axis.get_loc(layout.holdout.start)
+    assert first_holdout - last_train - 1 == layout.purge_bars
+    assert refit.train.start == axis[0] and refit.test == layout.holdout and refit.validation is None
+    # It trains later than the last fold: on that fold's validation and test bars too.
+    assert refit.train.end == layout.folds[-1].test.end
+    result = refit_for_holdout(planted_model_input, tiny_config(), layout, epochs=3)
+    assert result.epochs_run == 3 and set(result.predictions["segment"]) == {"holdout"}
+    assert len(result.predictions) == sum(int(layout.holdout.contains(f.index).sum()) for f in planted_model_input.values())
+    assert (result.predictions["fold"] == refit.index).all()
 
 
 def test_prediction_for_a_bar_ignores_every_later_bar(trained, planted_model_input):
@@ -166,7 +184,7 @@ def test_tcn_trains_and_predicts_through_the_same_path(planted_model_input):
     result = train(planted_model_input, model="tcn", max_epochs=2,
                    model_params={"channels": 8, "n_blocks": 2, "kernel_size": 3, "dropout": 0.0})
     assert list(result.predictions.columns) == list(PREDICTION_COLUMNS)
-    assert set(result.predictions["segment"]) == {"validation", "test", "holdout"}
+    assert set(result.predictions["segment"]) == {"validation", "test"}
     assert FoldModel.from_checkpoint(result.checkpoints()["fold_0"]).model_name == "tcn"
 
 
@@ -186,17 +204,17 @@ def test_on_fold_end_sees_each_fold_and_can_stop_the_run(planted_model_input):
     assert len(seen) == 1 and seen[0][0] == 0 and np.isfinite(seen[0][1])
 
 
-def test_a_subset_of_folds_without_holdout_for_tuning(planted_model_input):
+def test_a_subset_of_folds_trains_alone(planted_model_input):
     config = tiny_config(max_epochs=1)
     last = make_walk_forward_layout(planted_model_input, config).folds[-1:]
-    result = train_walk_forward(planted_model_input, config, RULE, COSTS, folds=last, predict_holdout=False)
+    result = train_walk_forward(planted_model_input, config, RULE, COSTS, folds=last)
     assert [fold.fold.index for fold in result.folds] == [1]
     assert set(result.predictions["segment"]) == {"validation", "test"}
 
 
 def test_a_tuning_run_predicts_validation_rows_only(planted_model_input):
     config = tiny_config(max_epochs=1)
-    result = train_walk_forward(planted_model_input, config, RULE, COSTS, predict_holdout=False, predict_test=False)
+    result = train_walk_forward(planted_model_input, config, RULE, COSTS, predict_test=False)
     assert set(result.predictions["segment"]) == {"validation"}
     assert len(result.validation_sharpes) == len(result.folds) and np.isfinite(result.validation_sharpes).all()
 

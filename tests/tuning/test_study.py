@@ -30,6 +30,7 @@ from trading_engine.tuning import (
     TrialSeededTPESampler,
     WalkForwardObjective,
     open_storage,
+    warn_if_losing,
 )
 from trading_engine.tuning.storage import count_trials
 
@@ -154,16 +155,20 @@ def scramble(frame: pd.DataFrame, rows: np.ndarray, seed: int = 0) -> pd.DataFra
     return frame
 
 
-def test_holdout_rows_cannot_change_a_trial(tiny_model_input):
+def test_no_trial_reads_a_bar_the_report_calls_out_of_sample_or_the_holdout(tiny_model_input):
+    """Nested walk-forward: scramble every bar from the final run's first test bar on (the
+    out-of-sample period and the holdout) and the study is unchanged."""
     training = tiny_training()
-    holdout = make_walk_forward_layout(tiny_model_input, TrainingConfig.from_params(training)).holdout
+    final = make_walk_forward_layout(tiny_model_input, TrainingConfig.from_params(training))
+    first_out_of_sample = final.folds[0].test.start
     space = SearchSpace.from_params(TINY_SPACE, training, TRADING)
     params = {"training.transformer.n_heads": 2, "training.learning_rate": 3e-3, "training.seq_len": 16,
               "training.loss_weights.regression": 0.5, "trading.rule.confidence_threshold": 0.0}
 
     def fold_sharpes(frames: dict[str, pd.DataFrame]) -> dict[int, float]:
         objective = WalkForwardObjective(frames, training, TRADING, space)
-        assert all(frame.index.max() < holdout.start for frame in objective.model_input.values())
+        assert all(frame.index.max() < first_out_of_sample for frame in objective.model_input.values())
+        assert objective.last_bar_seen < first_out_of_sample
         study = optuna.create_study(direction="maximize")
         study.enqueue_trial(params)
         study.optimize(objective, n_trials=1)
@@ -171,13 +176,30 @@ def test_holdout_rows_cannot_change_a_trial(tiny_model_input):
         return study.trials[0].intermediate_values
 
     original = fold_sharpes(tiny_model_input)
-    in_holdout = {key: scramble(frame, frame.index >= holdout.start) for key, frame in tiny_model_input.items()}
-    assert fold_sharpes(in_holdout) == original
-    # The comparison can fail: scrambling the last fold's validation bars changes the trial.
+    later = {key: scramble(frame, frame.index >= first_out_of_sample) for key, frame in tiny_model_input.items()}
+    assert fold_sharpes(later) == original
+    # The comparison can fail: scrambling the last tuning fold's validation bars changes the trial.
     validation = WalkForwardObjective(tiny_model_input, training, TRADING, space).folds[-1].validation
+    assert validation.end < first_out_of_sample
     in_validation = {key: scramble(frame, validation.contains(frame.index)) for key, frame in tiny_model_input.items()}
     changed = fold_sharpes(in_validation)
     assert changed[0] == original[0] and changed[1] != original[1]
+
+
+def test_the_summary_says_which_bars_tuning_read_and_warns_of_a_losing_best(tmp_path, tiny_model_input):
+    storage = f"sqlite:///{tmp_path / 'window.db'}"
+    training = tiny_training()
+    final = make_walk_forward_layout(tiny_model_input, TrainingConfig.from_params(training))
+    _, summary = nodes.run_tuning_study(partitions(tiny_model_input), training, TRADING,
+                                        tiny_tuning(storage, n_trials=2))
+    assert pd.Timestamp(summary["last_bar_seen"]) < final.folds[0].test.start
+    # The earliest out-of-sample start of any configuration the space can draw (its largest purge).
+    assert pd.Timestamp(summary["first_out_of_sample_bar"]) <= final.folds[0].test.start
+    assert pd.Timestamp(summary["tuning_window_end"]) < pd.Timestamp(summary["last_bar_seen"])
+    assert summary["best_trial_loses"] == (summary["best_trial"]["value"] <= 0)
+    losing = {"best_trial": {"value": -0.4}}
+    warn_if_losing(losing)
+    assert losing["best_trial_loses"] and "least bad" in losing["warning"]
 
 
 def test_workers_with_one_seed_draw_different_parameters_and_one_worker_reproduces(tmp_path):

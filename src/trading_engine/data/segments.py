@@ -4,6 +4,7 @@ the same rows."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,10 @@ class Segment:
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "bars": self.bars}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Segment:
+        return cls(pd.Timestamp(values["start"]), pd.Timestamp(values["end"]), int(values.get("bars", 0)))
 
 
 def as_nanoseconds(values: pd.Timestamp | pd.DatetimeIndex | np.ndarray) -> np.ndarray | int:

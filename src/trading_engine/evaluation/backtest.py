@@ -129,8 +129,9 @@ def fold_layouts(training_summary: Mapping[str, Any] | None) -> dict[str | None,
 
 
 def training_mask(index: pd.DatetimeIndex, layout: Mapping[str, Any] | None, fold: int) -> np.ndarray:
-    """Rows of a series that fold `fold` trained on, from the layout's train segment."""
-    for entry in (layout or {}).get("folds", []):
+    """Rows of a series that fold `fold` (or the holdout's refit) trained on, from the layout."""
+    refit = (layout or {}).get("holdout_refit")
+    for entry in [*(layout or {}).get("folds", []), *([refit] if refit else [])]:
         if int(entry.get("fold", -1)) == int(fold):
             train = entry["train"]
             return Segment(pd.Timestamp(train["start"]), pd.Timestamp(train["end"]), 0).contains(index)
@@ -151,7 +152,8 @@ def fit_baseline_forecasts(predictions: pd.DataFrame, market: Mapping[str, pd.Da
     Per (timeframe, fold), each baseline is fitted on the fold's training rows of every series of
     that timeframe (from the fold layout in the training summary; evenly thinned to at most
     `baseline_max_train_rows`), on the model's features; gradient boosting is early-stopped on
-    the fold's validation rows. Later rows are never read by a fit (tested)."""
+    the fold's validation rows, and the holdout's refit keeps the last fold's number of trees.
+    Later rows are never read by a fit (tested)."""
     horizon = settings.horizon
     target = f"target_ret_{horizon}"
     layouts = fold_layouts(training_summary)
@@ -168,6 +170,7 @@ def fit_baseline_forecasts(predictions: pd.DataFrame, market: Mapping[str, pd.Da
         momentum = {s: last_return(market[s]["close"], horizon) for s in members}
         reversal = {s: last_return(market[s]["close"], 1) for s in members}
         rows_of = predictions.loc[predictions["series"].isin(members)]
+        trees: list[int] = []
         for fold, fold_rows in rows_of.groupby("fold", sort=True):
             train_parts, validation_parts = [], []
             for series in members:
@@ -182,15 +185,20 @@ def fit_baseline_forecasts(predictions: pd.DataFrame, market: Mapping[str, pd.Da
                 validation_parts.append(validation)
             train = _thinned(pd.concat(train_parts), settings.baseline_max_train_rows)
             validation = pd.concat(validation_parts)
-            if train.empty or validation.empty or not features:
+            if train.empty or not features or (validation.empty and not trees):
                 raise ValueError(f"the baselines of {timeframe} fold {fold} have {len(train)} training and "
                                  f"{len(validation)} validation rows")
             returns = train[target].to_numpy()
             momentum_fit = SlopeForecast.fit(train["momentum"].to_numpy(), returns, horizon, +1.0)
             reversal_fit = SlopeForecast.fit(train["reversal"].to_numpy(), returns, 1, -1.0)
             logistic_fit = ProbabilityForecast.fit(train[features], returns, settings.logistic_regularisation)
-            boosting_fit = GradientBoostingForecast.fit(train[features], returns, validation[features],
-                                                        validation[target].to_numpy(), seed=settings.seed)
+            if validation.empty:  # the holdout's refit: as many trees as the last fold's early stopping kept
+                boosting_fit = GradientBoostingForecast.fit(train[features], returns, None, None, seed=settings.seed,
+                                                            max_iterations=trees[-1])
+            else:
+                boosting_fit = GradientBoostingForecast.fit(train[features], returns, validation[features],
+                                                            validation[target].to_numpy(), seed=settings.seed)
+            trees.append(int(boosting_fit.model.n_iter_))
             logger.info("baselines of %s fold %d fitted on %d training rows: momentum slope %.3f, mean-reversion "
                         "slope %.3f, gradient boosting %d trees", timeframe, fold, len(train), momentum_fit.slope,
                         reversal_fit.slope, boosting_fit.model.n_iter_)
@@ -210,6 +218,30 @@ def fit_baseline_forecasts(predictions: pd.DataFrame, market: Mapping[str, pd.Da
     if not blocks:
         return pd.DataFrame(columns=list(FORECAST_COLUMNS))
     return pd.concat(blocks, ignore_index=True)[list(FORECAST_COLUMNS)]
+
+
+MIN_TRIALS_FOR_VARIANCE = 10  # complete trials needed to use their measured Sharpe variance in the DSR
+
+
+def configurations_tried(study: Mapping[str, Any], rule_selection: Mapping[str, Any],
+                         training_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """N for the deflated Sharpe ratio and the variance of the trials' Sharpe ratios.
+
+    N = the study's trials (complete or pruned) + the rule candidates x the folds that chose
+    among them + the model variants (every epoch early stopping evaluated on validation). The
+    variance is that of the complete trials' objective values (mean validation Sharpe, annualised
+    from days) converted to per-day units, when there are at least MIN_TRIALS_FOR_VARIANCE of
+    them; else None (the significance then assumes luck-only trials)."""
+    candidates = int(rule_selection["n_configurations"])
+    choosing_folds = max(len(rule_selection.get("strategies", {}).get("model", {}).get("folds", [])), 1)
+    variants = int(sum(int(fold.get("epochs_run", 1)) for fold in training_summary.get("folds", [])))
+    values = np.asarray(study.get("values", []), dtype=np.float64) / np.sqrt(DAYS_PER_YEAR)
+    variance = float(np.var(values, ddof=1)) if values.size >= MIN_TRIALS_FOR_VARIANCE else None
+    optuna_trials = int(study.get("n_trials", 0))
+    return {"optuna": optuna_trials, "rule_candidates": candidates, "rule_choices": candidates * choosing_folds,
+            "model_variants": variants, "total": optuna_trials + candidates * choosing_folds + variants,
+            "trial_sharpe_variance": variance, "n_trial_sharpes": int(values.size),
+            "tuning": dict(study.get("attributes", {}))}
 
 
 def select_all_rules(predictions: pd.DataFrame, baseline_forecasts: pd.DataFrame, market: Mapping[str, pd.DataFrame],
@@ -294,13 +326,14 @@ def random_baseline(aligned: pd.DataFrame, model: np.ndarray, costs: CostModel, 
     }
 
 
-def _strategy_entry(bars: pd.DataFrame, n_trials: int, settings: EvaluationSettings,
+def _strategy_entry(bars: pd.DataFrame, n_trials: int, trials_variance: float | None, settings: EvaluationSettings,
                     interval: bool) -> dict[str, Any]:
     """Performance metrics and significance of the portfolio and of each series."""
-    per_series = {str(series): performance_metrics(rows, n_trials, settings.significance_confidence)
+    per_series = {str(series): performance_metrics(rows, n_trials, settings.significance_confidence,
+                                                   trials_sharpe_variance=trials_variance)
                   for series, rows in bars.groupby("series", sort=True, observed=True)}
     portfolio = performance_metrics(bars, n_trials, settings.significance_confidence,
-                                    settings.bootstrap_resamples if interval else 0, settings.seed)
+                                    settings.bootstrap_resamples if interval else 0, settings.seed, trials_variance)
     return {"portfolio": portfolio, "per_series": per_series}
 
 
@@ -320,7 +353,7 @@ def _merge_forecasts(aligned: pd.DataFrame, forecasts: pd.DataFrame, names: Sequ
 
 
 def evaluate_period(rows: pd.DataFrame, baseline_forecasts: pd.DataFrame, market: Mapping[str, pd.DataFrame],
-                    rules: Mapping[str, Mapping[int, TradingRule]], costs: CostModel, trials: Mapping[str, int],
+                    rules: Mapping[str, Mapping[int, TradingRule]], costs: CostModel, trials: Mapping[str, Any],
                     settings: EvaluationSettings, rng: np.random.Generator) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every strategy on one period: {strategy: {"portfolio": {...}, "per_series": {...}}} with
     before-cost results nested under "before_costs", the random baseline, the model's prediction
@@ -338,10 +371,12 @@ def evaluate_period(rows: pd.DataFrame, baseline_forecasts: pd.DataFrame, market
     daily_frames = []
     for name, strategy_positions in positions.items():
         entries = {}
-        n_trials = trials["total"] if name == "model" else trials["rule_candidates"] if name in FORECASTING_BASELINES else 1
+        n_trials = (trials["total"] if name == "model" else trials["rule_choices"] if name in FORECASTING_BASELINES
+                    else 1)
+        variance = trials.get("trial_sharpe_variance") if name == "model" else None
         for case, case_costs in (("after_costs", costs), ("before_costs", CostModel.free())):
             bars = trade_positions(aligned, strategy_positions, case_costs)
-            entries[case] = _strategy_entry(bars, n_trials, settings, interval=case == "after_costs")
+            entries[case] = _strategy_entry(bars, n_trials, variance, settings, interval=case == "after_costs")
             daily = daily_returns(portfolio_returns(bars))
             daily_frames.append(pd.DataFrame({"strategy": name, "costs": case, "date": daily.index,
                                               "daily_return": daily.to_numpy()}))
@@ -396,7 +431,7 @@ def evaluate_backtest(
     market: Mapping[str, pd.DataFrame],
     rule_selection: Mapping[str, Any],
     costs: CostModel,
-    trials: Mapping[str, int],
+    trials: Mapping[str, Any],
     settings: EvaluationSettings,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The whole evaluation: (the backtest_metrics mapping, the portfolio daily returns of every

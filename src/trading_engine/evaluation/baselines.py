@@ -133,14 +133,16 @@ class GradientBoostingForecast:
     model: HistGradientBoostingRegressor
 
     @classmethod
-    def fit(cls, train_features: pd.DataFrame, train_return: np.ndarray, validation_features: pd.DataFrame,
-            validation_return: np.ndarray, seed: int = 0, max_iterations: int = 300) -> GradientBoostingForecast:
+    def fit(cls, train_features: pd.DataFrame, train_return: np.ndarray, validation_features: pd.DataFrame | None,
+            validation_return: np.ndarray | None, seed: int = 0, max_iterations: int = 300) -> GradientBoostingForecast:
+        """Early-stopped on the validation rows when given; else exactly `max_iterations` trees."""
+        stops = validation_features is not None
         model = HistGradientBoostingRegressor(
             learning_rate=0.05, max_iter=max_iterations, max_leaf_nodes=15, min_samples_leaf=200,
-            l2_regularization=1.0, early_stopping=True, n_iter_no_change=20, random_state=seed)
-        model.fit(train_features.to_numpy(dtype=np.float32), np.asarray(train_return, dtype=np.float64),
-                  X_val=validation_features.to_numpy(dtype=np.float32),
-                  y_val=np.asarray(validation_return, dtype=np.float64))
+            l2_regularization=1.0, early_stopping=stops, n_iter_no_change=20, random_state=seed)
+        validation = ({"X_val": validation_features.to_numpy(dtype=np.float32),
+                       "y_val": np.asarray(validation_return, dtype=np.float64)} if stops else {})
+        model.fit(train_features.to_numpy(dtype=np.float32), np.asarray(train_return, dtype=np.float64), **validation)
         return cls(tuple(str(c) for c in train_features.columns), model)
 
     def expected_return(self, features: np.ndarray) -> np.ndarray:

@@ -179,3 +179,45 @@ def coverage_precision_figure(model_metrics: Mapping[str, Any]) -> Figure:
     axis.set_title("Coverage vs precision of the confidence head")
     axis.legend(fontsize=8)
     return figure
+
+
+SEGMENT_COLOURS = {"train": "tab:gray", "validation": "tab:blue", "test": "tab:green", "holdout": "tab:red"}
+
+
+def timeline_figure(fold_layout: Mapping[str, Any], tuning: Mapping[str, Any]) -> Figure:
+    """Per fold, the bars used for training, validation and test; the holdout and its refitted
+    model; the tuning window and the last bar any tuning trial read."""
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    axis = figure.subplots()
+    rows: list[tuple[str, dict[str, Any]]] = [(f"fold {fold['fold']}", fold) for fold in fold_layout.get("folds", [])]
+    refit = fold_layout.get("holdout_refit")
+    if refit:
+        rows.append(("holdout model", {"train": refit["train"], "holdout": refit.get("test")}))
+    drawn_labels: set[str] = set()
+
+    def bar(y: float, segment: Mapping[str, Any] | None, name: str, colour: str, height: float = 0.6) -> None:
+        if not segment:
+            return
+        start, end = pd.Timestamp(segment["start"]), pd.Timestamp(segment["end"])
+        label = name if name not in drawn_labels else None
+        drawn_labels.add(name)
+        axis.barh(y, end - start, left=start, height=height, color=colour, label=label, alpha=0.85)
+
+    for position, (_, segments) in enumerate(rows):
+        for segment_name, colour in SEGMENT_COLOURS.items():
+            bar(position, segments.get(segment_name), segment_name, colour)
+    tuning_row = len(rows)
+    window = fold_layout.get("tuning_window")
+    seen = tuning.get("tuning_window_start") and {"start": tuning["tuning_window_start"],
+                                                  "end": tuning["tuning_window_end"]}
+    bar(tuning_row, seen or window, "tuning window" + ("" if seen else " (allowed; no study counted)"),
+        "tab:orange")
+    if tuning.get("last_bar_seen"):
+        axis.axvline(pd.Timestamp(tuning["last_bar_seen"]), color="tab:orange", linestyle="--", linewidth=1,
+                     label="last bar a tuning trial read")
+    axis.set_yticks(range(tuning_row + 1), [name for name, _ in rows] + ["tuning"])
+    axis.invert_yaxis()
+    axis.set_title("Which bars each model and the tuning read")
+    axis.legend(fontsize=8, loc="lower left", ncols=3)
+    axis.tick_params(axis="x", labelrotation=30)
+    return figure

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 PLOT_FILES = {
+    "Timeline": "backtest_timeline.png",
     "Equity curves": "backtest_equity_curves.png",
     "Drawdown": "backtest_drawdown.png",
     "Rolling Sharpe": "backtest_rolling_sharpe.png",
@@ -151,6 +154,32 @@ def significance_lines(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def trials_sentence(trials: Mapping[str, Any]) -> str:
+    variance = trials.get("trial_sharpe_variance")
+    spread = (f"the variance of the Sharpe ratios of the study's {trials.get('n_trial_sharpes')} complete trials"
+              if variance is not None else "the variance of a luck-only Sharpe ratio (fewer than 10 complete trials "
+                                           "to measure the study's own)")
+    return (f"Trials counted: {trials.get('total')} ({trials.get('optuna', 0)} Optuna trials + "
+            f"{trials.get('rule_choices', 0)} rule choices ({trials.get('rule_candidates', 0)} candidates in each "
+            f"fold) + {trials.get('model_variants', 0)} model variants (epochs compared by early stopping)); the "
+            f"deflation uses {spread}.")
+
+
+def tuning_sentence(metrics: Mapping[str, Any]) -> str:
+    """Which bars the tuning study read, against the first bar the report calls out-of-sample."""
+    tuning = metrics.get("trials", {}).get("tuning") or {}
+    start = metrics.get("portfolio", {}).get("out_of_sample", {}).get("start")
+    if not tuning.get("last_bar_seen"):
+        return (f"No tuning study was counted. The out-of-sample period starts at {start}; tuning may read the bars "
+                "before its tuning window ends (see the timeline).")
+    clean = start is None or pd.Timestamp(tuning["last_bar_seen"]) < pd.Timestamp(start)
+    sentence = (f"Tuning read bars from {tuning['tuning_window_start']} to {tuning['last_bar_seen']} (the tuning "
+                f"window plus the horizon of its labels); the out-of-sample period starts at {start}")
+    return sentence + (", after every bar tuning read." if clean else
+                       ". **WARNING: the study read bars the report calls out-of-sample** (it was run on other "
+                       "data or another layout): the out-of-sample figures are not clean.")
+
+
 def model_table(metrics: Mapping[str, Any]) -> str:
     rows = ["| period | accuracy (classes) | balanced accuracy | log loss | IC (Spearman) | direction right "
             "| ECE (direction) | predictions |", "|" + " --- |" * 8]
@@ -204,8 +233,8 @@ def backtest_report(metrics: Mapping[str, Any]) -> str:
         "Sharpe ratios are annualised from daily returns (x sqrt(365)). Definitions: docs/metrics.md.",
         "## Significance",
         "\n".join(significance_lines(metrics)),
-        f"Trials counted: {trials.get('total')} ({trials.get('optuna', 0)} Optuna trials + "
-        f"{trials.get('rule_candidates', 0)} rule candidates).",
+        trials_sentence(trials),
+        tuning_sentence(metrics),
         "## Does the model beat the baselines?",
         "\n".join(verdicts(metrics)),
         "## Model and baselines (after costs)",

@@ -182,10 +182,12 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def performance_metrics(bars: pd.DataFrame, n_trials: int | None = None, confidence: float = 0.95,
-                        interval_resamples: int = 0, seed: int = 0) -> dict[str, Any]:
+                        interval_resamples: int = 0, seed: int = 0,
+                        trials_sharpe_variance: float | None = None) -> dict[str, Any]:
     """Every performance metric of the per-bar results `bars` of one or several series (an
     equal-weight portfolio of them). With `n_trials`, also the significance of its daily Sharpe
-    ratio (PSR, DSR over n_trials, MinTRL in days at `confidence`); with `interval_resamples`, a
+    ratio (PSR, DSR over n_trials with the trials' Sharpe variance `trials_sharpe_variance` per day,
+    or luck-only trials when None, MinTRL in days at `confidence`); with `interval_resamples`, a
     stationary-block-bootstrap interval of the daily Sharpe ratio. See docs/metrics.md."""
     if bars.empty:
         return {"n_bars": 0}
@@ -209,7 +211,7 @@ def performance_metrics(bars: pd.DataFrame, n_trials: int | None = None, confide
     growth = cagr(returns, bar)
     significance = {}
     if n_trials is not None:
-        significance = sharpe_significance(daily.to_numpy(), n_trials, confidence=confidence)
+        significance = sharpe_significance(daily.to_numpy(), n_trials, trials_sharpe_variance, confidence=confidence)
         significance["min_track_record_length_days"] = significance.pop("min_track_record_length")
     if interval_resamples > 0:
         interval = bootstrap_sharpe_interval(daily.to_numpy(), confidence, interval_resamples, seed)

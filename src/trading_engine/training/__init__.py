@@ -5,7 +5,13 @@ early stopping on the validation Sharpe (`trainer`) and the saved fold models (`
 
 from trading_engine.data.segments import Segment
 from trading_engine.training.fold_model import PREDICTION_COLUMNS, FoldModel
-from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, make_fold_layout
+from trading_engine.training.splits import (
+    Fold,
+    FoldLayout,
+    FoldSettings,
+    make_fold_layout,
+    make_validation_folds,
+)
 from trading_engine.training.trainer import (
     LOG_COLUMNS,
     EarlyStopping,
@@ -16,6 +22,7 @@ from trading_engine.training.trainer import (
     fit_scaling,
     fold_rows,
     make_walk_forward_layout,
+    refit_for_holdout,
     resolve_device,
     series_of_timeframe,
     trading_sharpe,
@@ -25,6 +32,6 @@ from trading_engine.training.trainer import (
 __all__ = [
     "LOG_COLUMNS", "PREDICTION_COLUMNS", "EarlyStopping", "Fold", "FoldLayout", "FoldModel", "FoldResult",
     "FoldRows", "FoldSettings", "Segment", "TrainingConfig", "WalkForwardResult", "fit_scaling", "fold_rows",
-    "make_fold_layout", "make_walk_forward_layout",
+    "make_fold_layout", "make_validation_folds", "make_walk_forward_layout", "refit_for_holdout",
     "resolve_device", "series_of_timeframe", "train_walk_forward", "trading_sharpe",
 ]

@@ -3,8 +3,14 @@
 Layout on the axis of T bars (every bar of every series of one timeframe), latest at the right:
 
     | train ......... | purge | validation | purge | test | ... next folds' tests ... | purge | holdout |
+    |<------------ tuning window ------------>|
 
-- The holdout is the last `holdout_fraction` of the bars. Only the evaluation reads it.
+- The holdout is the last `holdout_fraction` of the bars. Only the evaluation reads it. It is
+  traded by a model refitted on every bar before it, one purge before it (`holdout_refit`).
+- The tuning window is every bar before the first test segment, one purge before it: the only
+  bars a tuning trial may read, so that nothing the report calls out-of-sample has been used to
+  choose the hyper-parameters (nested walk-forward). Trials lay their own validation folds inside
+  it (`make_validation_folds`).
 - The folds' test segments tile the bars just before the holdout's purge, fold 0 first, each
   `test_fraction` long; each fold's validation (`validation_fraction` long) sits one purge before
   its test, and its training rows end one purge before its validation. The training window starts
@@ -20,6 +26,7 @@ timeframe (e.g. the evaluation's baseline) can select the same rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,16 +71,22 @@ class FoldSettings:
 class Fold:
     index: int
     train: Segment
-    validation: Segment
-    test: Segment
+    validation: Segment | None  # None: a refit, trained for a number of epochs chosen elsewhere
+    test: Segment | None  # None: a tuning fold, which reads its validation only
 
-    def segment(self, name: str) -> Segment:
+    def segment(self, name: str) -> Segment | None:
         if name not in SEGMENTS:
             raise ValueError(f"unknown segment {name!r}; one of {SEGMENTS}")
         return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fold": self.index, **{name: self.segment(name).to_dict() for name in SEGMENTS}}
+        return {"fold": self.index, **{name: segment.to_dict() for name in SEGMENTS
+                                       if (segment := self.segment(name)) is not None}}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Fold:
+        segments = {name: Segment.from_dict(values[name]) if values.get(name) else None for name in SEGMENTS}
+        return cls(int(values["fold"]), **segments)
 
 
 @dataclass(frozen=True)
@@ -81,13 +94,26 @@ class FoldLayout:
     folds: list[Fold]
     holdout: Segment | None
     purge_bars: int
+    tuning_window: Segment | None = None  # every bar a tuning trial may read
+    holdout_refit: Fold | None = None  # the holdout's model: trained on every bar before it, purged
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "purge_bars": self.purge_bars,
             "folds": [fold.to_dict() for fold in self.folds],
             "holdout": self.holdout.to_dict() if self.holdout is not None else None,
+            "tuning_window": self.tuning_window.to_dict() if self.tuning_window is not None else None,
+            "holdout_refit": self.holdout_refit.to_dict() if self.holdout_refit is not None else None,
         }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FoldLayout:
+        def optional(key: str, build: Any) -> Any:
+            return build(values[key]) if values.get(key) else None
+
+        return cls([Fold.from_dict(fold) for fold in values["folds"]], optional("holdout", Segment.from_dict),
+                   int(values["purge_bars"]), optional("tuning_window", Segment.from_dict),
+                   optional("holdout_refit", Fold.from_dict))
 
 
 def make_fold_layout(axis: pd.DatetimeIndex, settings: FoldSettings, purge_bars: int) -> FoldLayout:
@@ -123,5 +149,36 @@ def make_fold_layout(axis: pd.DatetimeIndex, settings: FoldSettings, purge_bars:
                 f"folds, shorter validation/test/holdout fractions or more data (purge {purge_bars} bars)")
         folds.append(Fold(k, segment(train_start, train_stop), segment(validation_start, validation_stop),
                           segment(test_start, test_stop)))
-    holdout = segment(n - holdout_bars, n) if holdout_bars else None
-    return FoldLayout(folds, holdout, purge_bars)
+    holdout, refit = None, None
+    if holdout_bars:
+        holdout = segment(n - holdout_bars, n)
+        refit_stop = n - holdout_bars - purge_bars
+        refit_start = (max(0, refit_stop - round(settings.rolling_train_fraction * n))
+                       if settings.train_window == "rolling" else 0)
+        refit = Fold(settings.n_folds, segment(refit_start, refit_stop), None, holdout)
+    first_test_start = tests_stop - settings.n_folds * test_bars
+    tuning_window = segment(0, first_test_start - purge_bars)
+    return FoldLayout(folds, holdout, purge_bars, tuning_window, refit)
+
+
+def make_validation_folds(axis: pd.DatetimeIndex, settings: FoldSettings, purge_bars: int) -> list[Fold]:
+    """Folds for tuning trials inside a window: their validation segments (`validation_fraction`
+    of the window each) tile the window's end, each trained on the bars before it, one purge
+    before it; no test segment and no holdout."""
+    axis = pd.DatetimeIndex(axis)
+    purge_bars = max(int(purge_bars), int(settings.min_purge_bars))
+    n = len(axis)
+    validation_bars = max(1, round(settings.validation_fraction * n))
+    folds = []
+    for k in range(settings.n_folds):
+        validation_stop = n - (settings.n_folds - 1 - k) * validation_bars
+        validation_start = validation_stop - validation_bars
+        train_stop = validation_start - purge_bars
+        train_start = (max(0, train_stop - round(settings.rolling_train_fraction * n))
+                       if settings.train_window == "rolling" else 0)
+        if train_stop - train_start < max(purge_bars, 1):
+            raise ValueError(f"tuning fold {k} would train on {train_stop - train_start} bars of the {n} in the tuning "
+                             f"window: too few. Use fewer tuning folds or a shorter validation_fraction")
+        folds.append(Fold(k, Segment(axis[train_start], axis[train_stop - 1], train_stop - train_start),
+                          Segment(axis[validation_start], axis[validation_stop - 1], validation_bars), None))
+    return folds

@@ -12,11 +12,12 @@ cost model (`trading_engine.trading`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,6 @@ import torch
 from tqdm.auto import tqdm
 
 from trading_engine.data.schema import parse_series_key
-from trading_engine.data.segments import Segment
 from trading_engine.features.scaling import RobustScaler, robust_scale
 from trading_engine.models import (
     IGNORE_CLASS,
@@ -243,14 +243,18 @@ def longest_horizon(frames: Mapping[str, pd.DataFrame], default: int) -> int:
     return max([default, *horizons])
 
 
-def make_walk_forward_layout(model_input: Mapping[str, pd.DataFrame], config: TrainingConfig) -> FoldLayout:
-    """The folds and holdout `train_walk_forward` uses for this model input and config."""
-    frames = {key: model_input[key] for key in series_of_timeframe(model_input, config.timeframe)}
-    # The common time axis: every bar of any of the series.
+def common_axis(frames: Mapping[str, pd.DataFrame]) -> pd.DatetimeIndex:
+    """The common time axis of several series: every bar of any of them, sorted."""
     stamps = np.unique(np.concatenate([pd.DatetimeIndex(frame.index).as_unit("ns").asi8 for frame in frames.values()]))
-    axis = pd.DatetimeIndex(pd.to_datetime(stamps, unit="ns", utc=True))
+    return pd.DatetimeIndex(pd.to_datetime(stamps, unit="ns", utc=True))
+
+
+def make_walk_forward_layout(model_input: Mapping[str, pd.DataFrame], config: TrainingConfig) -> FoldLayout:
+    """The folds, the holdout (with its refit) and the tuning window for this model input and
+    config, on the common time axis of the series of `config.timeframe`."""
+    frames = {key: model_input[key] for key in series_of_timeframe(model_input, config.timeframe)}
     purge_bars = longest_horizon(frames, config.horizon) + config.seq_len
-    return make_fold_layout(axis, config.folds, purge_bars)
+    return make_fold_layout(common_axis(frames), config.folds, purge_bars)
 
 
 def train_walk_forward(
@@ -260,8 +264,8 @@ def train_walk_forward(
     costs: CostModel,
     on_fold_end: Callable[[int, float], None] | None = None,
     folds: list[Fold] | None = None,
-    predict_holdout: bool = True,
     predict_test: bool = True,
+    layout: FoldLayout | None = None,
 ) -> WalkForwardResult:
     """Train one pooled model per fold on the series of `config.timeframe`.
 
@@ -269,41 +273,67 @@ def train_walk_forward(
         also what the validation trades.
     on_fold_end(fold_index, validation_sharpe): called after each fold (e.g. Optuna's report and
         prune); an exception it raises stops the run.
-    folds: a subset of `make_walk_forward_layout(model_input, config).folds` (default: all).
-    predict_holdout: predict the holdout with the last fold's model (only when that fold is run).
-        Tuning passes False: nothing but the evaluation reads the holdout.
+    layout: the folds and holdout (default: `make_walk_forward_layout(model_input, config)`).
+    folds: the folds to train (default: the layout's); tuning passes its validation folds.
     predict_test: predict each fold's test rows. Tuning passes False: a trial reads validation only.
+    The holdout is not predicted here: `refit_for_holdout` trains its model.
     """
     keys = series_of_timeframe(model_input, config.timeframe)
     frames = {key: model_input[key] for key in keys}
     pooled = PooledSeries.from_frames(frames, config.horizon)
-    layout = make_walk_forward_layout(frames, config)
+    layout = layout or make_walk_forward_layout(frames, config)
     device = resolve_device(config.device)
+    to_train = layout.folds if folds is None else folds
     logger.info("training %s on %d series (%d rows, %d features) on %s; %d folds, purge %d bars",
                 config.model, len(keys), len(pooled.timestamps), pooled.n_features, device,
-                len(layout.folds), layout.purge_bars)
-    last_fold = layout.folds[-1].index
+                len(to_train), layout.purge_bars)
     results = []
     started = time.perf_counter()
-    threads = torch.get_num_threads()
-    try:
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        for fold in layout.folds if folds is None else folds:
-            holdout = layout.holdout if predict_holdout and fold.index == last_fold else None
-            result = train_fold(pooled, frames, fold, config, trading_rule, costs, device, holdout, predict_test)
+    with torch_threads(config.num_threads):
+        for fold in to_train:
+            result = train_fold(pooled, frames, fold, config, trading_rule, costs, device, predict_test)
             logger.info("fold %d: best epoch %d of %d, validation Sharpe %.2f, %d training windows, %.1f s",
                         fold.index, result.best_epoch, result.epochs_run, result.validation_sharpe,
                         result.train_windows, result.seconds)
             results.append(result)
             if on_fold_end is not None:
                 on_fold_end(fold.index, result.validation_sharpe)
-    finally:
-        torch.set_num_threads(threads)
     result = WalkForwardResult(config, layout, keys, pooled.feature_names, str(device), results)
     logger.info("walk-forward training done: %d folds, mean validation Sharpe %.2f, %.0f s",
                 len(results), result.mean_validation_sharpe, time.perf_counter() - started)
     return result
+
+
+def refit_for_holdout(model_input: Mapping[str, pd.DataFrame], config: TrainingConfig, layout: FoldLayout,
+                      epochs: int) -> FoldResult:
+    """The holdout's model: the same configuration trained on every bar before the holdout, one
+    purge before it (`layout.holdout_refit`), for `epochs` epochs (what early stopping chose on
+    the last fold: there is no validation left to stop on); it predicts the holdout."""
+    if layout.holdout_refit is None:
+        raise ValueError("the layout has no holdout to refit for (training.folds.holdout_fraction is 0)")
+    keys = series_of_timeframe(model_input, config.timeframe)
+    frames = {key: model_input[key] for key in keys}
+    pooled = PooledSeries.from_frames(frames, config.horizon)
+    device = resolve_device(config.device)
+    refit_config = replace(config, max_epochs=max(int(epochs), 1))
+    with torch_threads(config.num_threads):
+        # The rule and costs trade validation rows only, and a refit has none.
+        result = train_fold(pooled, frames, layout.holdout_refit, refit_config, TradingRule(), CostModel(), device)
+    logger.info("holdout model: %d epochs on %d training windows up to %s, %.1f s", result.epochs_run,
+                result.train_windows, layout.holdout_refit.train.end, result.seconds)
+    return result
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `count` (None: unchanged) while inside."""
+    before = torch.get_num_threads()
+    try:
+        if count:
+            torch.set_num_threads(count)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def optimisation_step(
@@ -339,15 +369,18 @@ class FoldRows:
 def fold_rows(pooled: PooledSeries, fold: Fold, seq_len: int) -> FoldRows:
     full_window = pooled.window_end_rows(seq_len)
     in_train = fold.train.contains(pooled.timestamps)
-    # The purge already keeps labels out of the validation; this also holds where a series has gaps.
-    label_ends_in_time = pooled.label_end < fold.validation.start.as_unit("ns").value
+    # The purge already keeps labels out of the next segment; this also holds where a series has gaps.
+    next_segment = fold.validation if fold.validation is not None else fold.test
+    label_ends_in_time = pooled.label_end < next_segment.start.as_unit("ns").value
+    nothing = np.zeros(0, dtype=np.int64)
     rows = FoldRows(
         scaler=np.flatnonzero(in_train),
         train=np.flatnonzero(in_train & full_window & (pooled.target_class != IGNORE_CLASS) & label_ends_in_time),
-        validation=np.flatnonzero(fold.validation.contains(pooled.timestamps) & full_window),
-        test=np.flatnonzero(fold.test.contains(pooled.timestamps) & full_window),
+        validation=(np.flatnonzero(fold.validation.contains(pooled.timestamps) & full_window)
+                    if fold.validation is not None else nothing),
+        test=np.flatnonzero(fold.test.contains(pooled.timestamps) & full_window) if fold.test is not None else nothing,
     )
-    if len(rows.train) == 0 or len(rows.validation) == 0:
+    if len(rows.train) == 0 or (fold.validation is not None and len(rows.validation) == 0):
         raise ValueError(f"fold {fold.index} has {len(rows.train)} training and {len(rows.validation)} "
                          "validation windows")
     return rows
@@ -368,12 +401,14 @@ def train_fold(
     trading_rule: TradingRule,
     costs: CostModel,
     device: torch.device,
-    holdout: Segment | None = None,
     predict_test: bool = True,
 ) -> FoldResult:
     """Fit one fold: scaler on its training rows, model early-stopped on its validation Sharpe;
-    predict its validation rows, its test rows (when `predict_test`) and the holdout (when given)
-    with the best weights."""
+    predict its validation rows and its test rows (when `predict_test`) with the best weights.
+
+    A fold without validation (the holdout's refit) trains for exactly `config.max_epochs` epochs
+    (the caller sets the count chosen by early stopping elsewhere) and predicts its test segment,
+    the holdout, with the last weights."""
     started = time.perf_counter()
     torch.manual_seed(config.seed + fold.index)
     sampler = torch.Generator().manual_seed(config.seed + fold.index)
@@ -390,6 +425,7 @@ def train_fold(
                            fold.index)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     stopper = EarlyStopping(config.patience)
+    validates = fold.validation is not None
     train_rows_device = torch.from_numpy(train_rows).to(device)
     validation_rows_device = torch.from_numpy(validation_rows).to(device)
     validation_known = torch.from_numpy(known[validation_rows]).to(device)
@@ -415,31 +451,34 @@ def train_fold(
             raise FloatingPointError(f"non-finite loss (diverged): fold {fold.index}, epoch {epoch}, training loss {train_loss}; "
                                      "lower training.learning_rate or check the model input")
 
-        output = fold_model.infer(scaled, validation_rows_device)
-        labelled = ModelOutput(*(t[validation_known] for t in output))
-        labels = target_class[validation_rows_device][validation_known]
-        validation_loss = float(multitask_loss(labelled, labels, target_return[validation_rows_device][validation_known],
-                                               config.loss_weights).total)
-        validation_accuracy = float((labelled.logits.argmax(dim=-1) == labels).float().mean())
-        sharpe = trading_sharpe(prediction_frame(pooled, validation_rows, output, return_scale, fold.index,
-                                                 "validation"), market, trading_rule, costs, config.horizon)
-        stopper.update(sharpe, epoch, model)
+        validation_loss = validation_accuracy = sharpe = float("nan")
+        if validates:
+            output = fold_model.infer(scaled, validation_rows_device)
+            labelled = ModelOutput(*(t[validation_known] for t in output))
+            labels = target_class[validation_rows_device][validation_known]
+            validation_loss = float(multitask_loss(labelled, labels,
+                                                   target_return[validation_rows_device][validation_known],
+                                                   config.loss_weights).total)
+            validation_accuracy = float((labelled.logits.argmax(dim=-1) == labels).float().mean())
+            sharpe = trading_sharpe(prediction_frame(pooled, validation_rows, output, return_scale, fold.index,
+                                                     "validation"), market, trading_rule, costs, config.horizon)
+            stopper.update(sharpe, epoch, model)
         log.append({"fold": fold.index, "epoch": epoch, "train_loss": train_loss,
                     "validation_loss": validation_loss, "validation_accuracy": validation_accuracy,
                     "validation_sharpe": sharpe, "learning_rate": optimizer.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - epoch_started})
         epochs.set_postfix(loss=f"{train_loss:.4f}", val_sharpe=f"{sharpe:.2f}", best=stopper.best_epoch)
-        if stopper.should_stop:
+        if validates and stopper.should_stop:
             break
     epochs.close()
-    stopper.restore(model)
-
-    segments = {"validation": validation_rows}
-    if predict_test:
-        segments["test"] = rows.test
-    if holdout is not None:
-        segments["holdout"] = np.flatnonzero(holdout.contains(pooled.timestamps)
-                                             & pooled.window_end_rows(config.seq_len))
+    if validates:
+        stopper.restore(model)
+        segments = {"validation": validation_rows}
+        if predict_test and fold.test is not None:
+            segments["test"] = rows.test
+    else:
+        stopper.best_epoch, stopper.best_score = len(log), float("nan")
+        segments = {"holdout": rows.test}
     predictions = []
     for name, end_rows in segments.items():
         output = fold_model.infer(scaled, torch.from_numpy(end_rows).to(device))

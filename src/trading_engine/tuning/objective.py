@@ -2,13 +2,15 @@
 trading rule; `train_walk_forward` computes it exactly as the evaluation does), aggregated over
 the folds (mean by default).
 
-What a trial may read. The folds are laid out once on the full model input, with the purge fixed
-at the longest target horizon plus the LARGEST sequence length the space can draw, so that every
-trial validates on the same bars. The model input is then cut after the last fold's test segment:
-the final holdout (and the purge before it) are not in the data a trial gets, and the trainer is
-asked to predict neither the holdout nor the folds' test rows: a trial reads validation Sharpes
-only. (As in the training pipeline,
-a later fold trains on the bars of the earlier folds' test segments: walk-forward reuses them.)
+What a trial may read: the tuning window only (nested walk-forward). The final run's layout is
+laid out on the full model input with the largest purge any configuration of the space can have
+(the longest target horizon plus the LARGEST sequence length); its tuning window is every bar
+before its first test segment, one purge before it. With a smaller purge the final run's test
+segments only move later, so no bar a final run calls out-of-sample, and no holdout bar, is in
+the window. The model input is cut at the window's end, and the trials lay their own validation
+folds inside it (`make_validation_folds`: validation segments tiling the window's end), the same
+folds for every trial. The trainer predicts validation rows only. `last_bar_seen` is the last bar
+any trial's inputs or labels depend on: the window's last bar plus the longest target horizon.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ import optuna
 import pandas as pd
 import torch
 
+from trading_engine.data.segments import Segment
 from trading_engine.trading import CostModel, TradingRule
 from trading_engine.training import (
-    Fold,
+    FoldLayout,
     TrainingConfig,
+    make_validation_folds,
     make_walk_forward_layout,
     resolve_device,
     train_walk_forward,
 )
-from trading_engine.training.trainer import longest_horizon, series_of_timeframe
+from trading_engine.training.trainer import common_axis, longest_horizon, series_of_timeframe
 from trading_engine.tuning.space import SearchSpace
 from trading_engine.tuning.storage import FAIL_REASON, worker_identity
 
@@ -54,32 +58,38 @@ def trial_training_params(training: Mapping[str, Any], overrides: Mapping[str, A
     return _deep_merge(training, overrides)
 
 
-def cut_before_holdout(model_input: Mapping[str, pd.DataFrame], folds: list[Fold]) -> dict[str, pd.DataFrame]:
-    """The rows up to the last bar of the last fold's test segment: what a trial may read."""
-    last_bar = folds[-1].test.end
-    return {key: frame.loc[frame.index <= last_bar] for key, frame in model_input.items()}
+def cut_to_window(model_input: Mapping[str, pd.DataFrame], window: Segment) -> dict[str, pd.DataFrame]:
+    """The rows up to the window's last bar: what a trial may read."""
+    return {key: frame.loc[frame.index <= window.end] for key, frame in model_input.items()}
 
 
 class WalkForwardObjective:
     """Callable Optuna objective: one walk-forward training per trial, one report per fold."""
 
     def __init__(self, model_input: Mapping[str, pd.DataFrame], training: Mapping[str, Any],
-                 trading: Mapping[str, Any], space: SearchSpace, aggregate: str = "mean") -> None:
+                 trading: Mapping[str, Any], space: SearchSpace, aggregate: str = "mean",
+                 trial_training: Mapping[str, Any] | None = None) -> None:
+        """`training` is params:training, the final run's; `trial_training` the cheaper settings
+        merged over it for the trials (tuning.trial_training)."""
         if aggregate not in AGGREGATES:
             raise ValueError(f"unknown aggregate {aggregate!r}; choose one of {sorted(AGGREGATES)}")
-        self.training, self.trading, self.space, self.aggregate = dict(training), dict(trading), space, aggregate
-        config = TrainingConfig.from_params(self.training)
-        frames = {key: model_input[key] for key in series_of_timeframe(model_input, config.timeframe)}
-        self.purge_bars = max(
-            longest_horizon(frames, max(config.horizon, space.max_value("training.horizon") or 0))
-            + max(config.seq_len, space.max_value("training.seq_len") or 0),
-            config.folds.min_purge_bars)
-        layout_config = dataclasses.replace(
-            config, folds=dataclasses.replace(config.folds, min_purge_bars=self.purge_bars))
-        layout = make_walk_forward_layout(frames, layout_config)
-        self.folds = layout.folds
-        self.holdout_start = layout.holdout.start if layout.holdout is not None else None
-        self.model_input = cut_before_holdout(frames, self.folds)
+        self.training = trial_training_params(training, trial_training)
+        self.trading, self.space, self.aggregate = dict(trading), space, aggregate
+        final, trial = TrainingConfig.from_params(training), TrainingConfig.from_params(self.training)
+        frames = {key: model_input[key] for key in series_of_timeframe(model_input, final.timeframe)}
+        longest = longest_horizon(frames, max(final.horizon, trial.horizon, space.max_value("training.horizon") or 0))
+        self.purge_bars = max(longest + max(final.seq_len, trial.seq_len, space.max_value("training.seq_len") or 0),
+                              final.folds.min_purge_bars, trial.folds.min_purge_bars)
+        final_layout = make_walk_forward_layout(frames, dataclasses.replace(
+            final, folds=dataclasses.replace(final.folds, min_purge_bars=self.purge_bars)))
+        self.window = final_layout.tuning_window
+        self.first_out_of_sample_bar = final_layout.folds[0].test.start
+        self.holdout_start = final_layout.holdout.start if final_layout.holdout is not None else None
+        self.model_input = cut_to_window(frames, self.window)
+        axis = common_axis(self.model_input)
+        self.folds = make_validation_folds(axis, trial.folds, self.purge_bars)
+        full_axis = common_axis(frames)
+        self.last_bar_seen = full_axis[min(int(full_axis.searchsorted(self.window.end)) + longest, len(full_axis) - 1)]
 
     @property
     def n_folds(self) -> int:
@@ -88,10 +98,7 @@ class WalkForwardObjective:
     def trial_config(self, values: Mapping[str, Any]) -> tuple[TrainingConfig, TradingRule, CostModel]:
         training, trading = self.space.apply(values, self.training, self.trading)
         config = TrainingConfig.from_params(training)
-        # The folds are given explicitly; the trainer's own layout of the cut input needs no holdout.
-        folds = dataclasses.replace(config.folds, holdout_fraction=0.0, min_purge_bars=self.purge_bars)
-        return (dataclasses.replace(config, folds=folds), TradingRule.from_params(trading.get("rule")),
-                CostModel.from_params(trading.get("costs")))
+        return config, TradingRule.from_params(trading.get("rule")), CostModel.from_params(trading.get("costs"))
 
     def __call__(self, trial: optuna.Trial) -> float:
         for key, value in worker_identity().items():
@@ -108,8 +115,9 @@ class WalkForwardObjective:
                 if fold_index != self.folds[-1].index and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {fold_index} (Sharpe {validation_sharpe:.3f})")
 
-            result = train_walk_forward(self.model_input, config, rule, costs, on_fold_end=report,
-                                        folds=self.folds, predict_holdout=False, predict_test=False)
+            layout = FoldLayout(self.folds, None, self.purge_bars)
+            result = train_walk_forward(self.model_input, config, rule, costs, on_fold_end=report, layout=layout,
+                                        predict_test=False)
             losses = result.training_log[["train_loss", "validation_loss"]].to_numpy()
             if not np.isfinite(losses).all():
                 bad = result.training_log.loc[~np.isfinite(losses).all(axis=1), ["fold", "epoch"]]

@@ -108,19 +108,19 @@ def _record_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
                                        "stale: no heartbeat within the grace period (worker died?)")
 
 
-def count_trials(storage_url: str | None, study_name: str | None) -> int:
-    """Trials of the Optuna study `study_name` in `storage_url` that produced a result (complete
-    or pruned); 0 when there is no such storage or study. Never creates a database or a study."""
+def read_study(storage_url: str | None, study_name: str | None) -> optuna.Study | None:
+    """The Optuna study `study_name` in `storage_url`; None when there is no such storage or
+    study. Never creates a database or a study."""
     if not storage_url or not study_name:
-        return 0
+        return None
     parsed = urlsplit(storage_url)
     if parsed.scheme.startswith("sqlite"):
         database = storage_url.split(":///", 1)[-1]
         if database in ("", ":memory:") or not Path(database).is_file():
-            return 0
+            return None
     elif not parsed.scheme:  # a journal file
         if not Path(storage_url).is_file():
-            return 0
+            return None
     if parsed.scheme:
         import sqlalchemy  # noqa: PLC0415
 
@@ -130,13 +130,33 @@ def count_trials(storage_url: str | None, study_name: str | None) -> int:
         finally:
             engine.dispose()
         if not has_studies:
-            return 0
+            return None
         storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
     else:
         storage = optuna.storages.JournalStorage(JournalFileBackend(storage_url))
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
+        return None
+
+
+def count_trials(storage_url: str | None, study_name: str | None) -> int:
+    """Trials of the study that produced a result (complete or pruned); 0 without a study."""
+    study = read_study(storage_url, study_name)
+    if study is None:
         return 0
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
+
+
+def study_record(storage_url: str | None, study_name: str | None) -> dict[str, object]:
+    """What the evaluation needs of a study: the trials that produced a result, the objective
+    values of the complete ones (mean validation Sharpe, annualised) and the bars its trials read
+    (its user attributes). Empty counts without a study."""
+    study = read_study(storage_url, study_name)
+    if study is None:
+        return {"n_trials": 0, "values": [], "attributes": {}}
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    trials = study.get_trials(deepcopy=False, states=states)
+    values = [float(t.value) for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    return {"n_trials": len(trials), "values": values, "attributes": dict(study.user_attrs)}

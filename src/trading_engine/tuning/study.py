@@ -30,6 +30,8 @@ from trading_engine.tuning.storage import FAIL_REASON, WORKER_HOST, WORKER_PID
 logger = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Study attributes that say which bars the trials read (the evaluation reads them back).
+WINDOW_ATTRIBUTES = ("tuning_window_start", "tuning_window_end", "last_bar_seen", "first_out_of_sample_bar")
 PRUNERS = ("median", "hyperband", "none")
 
 
@@ -110,6 +112,33 @@ def open_study(settings: TuningSettings, storage: optuna.storages.BaseStorage, n
     sampler = TrialSeededTPESampler(seed=settings.seed, n_startup_trials=settings.n_startup_trials)
     return optuna.create_study(study_name=settings.study_name, storage=storage, sampler=sampler,
                                pruner=settings.pruner.build(n_folds), direction="maximize", load_if_exists=True)
+
+
+def record_tuning_window(study: optuna.Study, objective: Any) -> None:
+    """Store on the study which bars its trials read. A study resumed on other data keeps the
+    latest `last_bar_seen` of all its runs, and says so."""
+    values = {"tuning_window_start": objective.window.start.isoformat(),
+              "tuning_window_end": objective.window.end.isoformat(),
+              "last_bar_seen": objective.last_bar_seen.isoformat(),
+              "first_out_of_sample_bar": objective.first_out_of_sample_bar.isoformat()}
+    earlier = study.user_attrs.get("last_bar_seen")
+    if earlier is not None and earlier != values["last_bar_seen"]:
+        logger.warning("study %r was run before on a window that ended at %s; this run's ends at %s: its trials "
+                       "read bars up to the later of the two", study.study_name, earlier, values["last_bar_seen"])
+        values["last_bar_seen"] = max(earlier, values["last_bar_seen"], key=pd.Timestamp)
+    for key, value in values.items():
+        study.set_user_attr(key, value)
+
+
+def warn_if_losing(summary: dict[str, Any]) -> None:
+    """Say it when the best trial loses money on validation: its parameters are then the least
+    bad ones, not an edge (also written in the summary as `best_trial_loses`)."""
+    best = summary.get("best_trial")
+    summary["best_trial_loses"] = bool(best is not None and best["value"] <= 0)
+    if summary["best_trial_loses"]:
+        summary["warning"] = ("the best trial's mean validation Sharpe after costs is <= 0: no configuration tried "
+                              "earns money on validation; the tuned parameters are the least bad, not an edge")
+        logger.warning(summary["warning"])
 
 
 def run_study(study: optuna.Study, objective: Any, n_trials: int, timeout_s: float | None = None) -> int:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from trading_engine.evaluation import plots
 from trading_engine.evaluation.backtest import (
     EvaluationSettings,
+    configurations_tried,
     evaluate_backtest,
     fit_baseline_forecasts,
     select_all_rules,
@@ -23,7 +24,7 @@ from trading_engine.evaluation.report import PLOT_FILES, backtest_report, consol
 from trading_engine.evaluation.selection import RuleSelectionSettings
 from trading_engine.trading import CostModel, TradingRule
 from trading_engine.tuning.space import space_entries
-from trading_engine.tuning.storage import count_trials
+from trading_engine.tuning.storage import study_record
 
 logger = logging.getLogger(__name__)
 RULE_PREFIX = "trading.rule."
@@ -71,11 +72,15 @@ def select_trading_rules(predictions: pd.DataFrame, baseline_forecasts: pd.DataF
                             training_horizon(training_summary), settings)
 
 
-def count_configurations_tried(tuning: dict[str, Any], rule_selection: dict[str, Any]) -> dict[str, int]:
-    """Every configuration tried: the tuning study's trials plus the rule candidates."""
-    optuna_trials = count_trials(tuning.get("storage"), tuning.get("study_name"))
-    candidates = int(rule_selection["n_configurations"])
-    return {"optuna": optuna_trials, "rule_candidates": candidates, "total": optuna_trials + candidates}
+def count_configurations_tried(tuning: dict[str, Any], rule_selection: dict[str, Any],
+                               training_summary: dict[str, Any]) -> dict[str, Any]:
+    """Every configuration tried, for the deflated Sharpe ratio: the tuning study's trials, the
+    rule candidates of every fold that chose one, and the model variants early stopping chose
+    among (every epoch evaluated on validation); the variance of the trials' Sharpe ratios (per
+    day) when the study has at least MIN_TRIALS_FOR_VARIANCE complete trials; and which bars
+    the study's trials read."""
+    return configurations_tried(study_record(tuning.get("storage"), tuning.get("study_name")), rule_selection,
+                                training_summary)
 
 
 def evaluate_strategies(predictions: pd.DataFrame, baseline_forecasts: pd.DataFrame,
@@ -87,6 +92,10 @@ def evaluate_strategies(predictions: pd.DataFrame, baseline_forecasts: pd.DataFr
     return evaluate_backtest(predictions, baseline_forecasts, _market(model_input, predictions), rule_selection,
                              CostModel.from_params(trading.get("costs")), configurations_tried,
                              EvaluationSettings.from_params(settings, training_horizon(training_summary)))
+
+
+def plot_timeline(training_summary: dict[str, Any], configurations_tried: dict[str, Any]) -> Figure:
+    return plots.timeline_figure(training_summary.get("fold_layout", {}), configurations_tried.get("tuning", {}))
 
 
 def plot_equity_curves(backtest_daily_returns: pd.DataFrame) -> Figure:

@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         Node(
             func=nodes.count_configurations_tried,
-            inputs=["params:tuning", "rule_selection"],
+            inputs=["params:tuning", "rule_selection", "training_summary"],
             outputs="configurations_tried",
             name="count_configurations_tried",
         ),
@@ -35,6 +35,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             outputs=["backtest_metrics", "backtest_daily_returns"],
             name="evaluate_strategies",
         ),
+        Node(func=nodes.plot_timeline, inputs=["training_summary", "configurations_tried"],
+             outputs="backtest_timeline_plot", name="plot_timeline"),
         Node(func=nodes.plot_equity_curves, inputs="backtest_daily_returns",
              outputs="backtest_equity_curves_plot", name="plot_equity_curves"),
         Node(func=nodes.plot_drawdown, inputs="backtest_daily_returns",
