@@ -53,15 +53,18 @@ def make_test_project(tmp_path: Path, parameters: dict) -> Path:
 
 
 # The demo run of `demo_project`: the default pipeline on the offline synthetic data, shrunk to
-# seconds (one short epoch, two folds, fewer random baselines). The outputs have every dataset
-# and column of a full run; only the numbers are from a smaller model.
+# seconds (60 days instead of the demo's year, one short epoch, two folds, fewer random baselines
+# and bootstrap resamples). The outputs have every dataset and column of a full run; only the
+# numbers are from a smaller model on less data.
 DEMO_RUN_PARAMS = {
+    "ingestion.end": "2025-03-02",
     "training.max_epochs": 1,
     "training.max_samples_per_epoch": 1024,
     "training.folds.n_folds": 2,
     "training.progress": "false",
     "evaluation.settings.random_seeds": 20,
     "evaluation.settings.baseline_max_train_rows": 20000,
+    "evaluation.settings.bootstrap_resamples": 200,
 }
 
 
