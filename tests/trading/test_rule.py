@@ -8,7 +8,9 @@ import pytest
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.rule import (
     NOT_TRADING,
+    RuleState,
     TradingRule,
+    continue_positions,
     decision_bars,
     ewma_volatility,
     target_positions,
@@ -163,3 +165,21 @@ def test_rule_parameters_are_checked() -> None:
         TradingRule.from_params({"cost_multipel": 2})
     with pytest.raises(ValueError, match="min_holding_bars"):
         TradingRule(min_holding_bars=0)
+
+
+def test_deciding_one_bar_at_a_time_from_the_carried_state_equals_the_whole_block() -> None:
+    """What a live run does (one bar per run, the state stored between runs) gives the backtest's
+    positions exactly."""
+    expected, confidence = _forecasts(9, n=3000)
+    rule = TradingRule(cost_multiple=1.0, exit_cost_multiple=0.0, min_holding_bars=7, decide_every=3,
+                       confidence_threshold=0.2)
+    timestamps = (np.arange(3000, dtype=np.int64) + 5) * 300_000_000_000
+    decide = decision_bars(timestamps, 300_000_000_000, 3)
+    whole = target_positions(expected, rule, COST, 7, confidence, decision=decide)
+    state, one_by_one = RuleState(), []
+    for t in range(3000):
+        position, state = continue_positions(expected[t:t + 1], rule, COST, 7, state, confidence[t:t + 1],
+                                             decision=decide[t:t + 1])
+        one_by_one.append(position[0])
+    np.testing.assert_array_equal(np.array(one_by_one), whole)
+    assert np.count_nonzero(np.diff(whole)) > 50

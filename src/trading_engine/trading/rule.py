@@ -168,14 +168,26 @@ def decision_bars(timestamps_ns: np.ndarray, bar_ns: np.ndarray | int, decide_ev
     return (timestamps_ns // np.asarray(bar_ns, dtype=np.int64)) % decide_every == 0
 
 
+@dataclass(frozen=True)
+class RuleState:
+    """What the rule carries from one bar to the next: the direction held (-1, 0, +1), its size
+    and its age (bars since it was opened or renewed). A live run stores it with each decision
+    and starts the next bar from it, so that it decides exactly as the backtest does."""
+
+    direction: float = 0.0
+    size: float = 0.0
+    age: int = 0
+
+
+FLAT = RuleState()
+
+
 @numba.njit(cache=True)
 def _positions(expected_return, confidence, round_trip_cost, size, decision, segment_start,
-               enter_multiple, exit_multiple, holding_bars, confidence_threshold, allow_short):  # pragma: no cover
+               enter_multiple, exit_multiple, holding_bars, confidence_threshold, allow_short,
+               direction, held_size, age):  # pragma: no cover
     n = expected_return.shape[0]
     positions = np.zeros(n)
-    direction = 0.0  # -1, 0, +1
-    held_size = 0.0
-    age = 0  # bars since the position was opened or renewed
     for t in range(n):
         if segment_start[t]:
             direction, held_size, age = 0.0, 0.0, 0
@@ -198,7 +210,7 @@ def _positions(expected_return, confidence, round_trip_cost, size, decision, seg
                                            and direction * forecast >= exit_multiple * round_trip_cost[t]):
                 direction, held_size, age = 0.0, 0.0, 0
         positions[t] = direction * held_size
-    return positions
+    return positions, direction, held_size, age
 
 
 def target_positions(
@@ -217,10 +229,28 @@ def target_positions(
     each block (default: one block). `decision` marks the bars that may decide (default: all;
     see `decision_bars`). `confidence` defaults to 1. See the module's docstring for the rule.
     """
+    return continue_positions(expected_return, rule, round_trip_cost, horizon, FLAT, confidence, size, decision,
+                              segment_starts)[0]
+
+
+def continue_positions(
+    expected_return: np.ndarray,
+    rule: TradingRule,
+    round_trip_cost: np.ndarray | float,
+    horizon: int,
+    state: RuleState,
+    confidence: np.ndarray | None = None,
+    size: np.ndarray | float = 1.0,
+    decision: np.ndarray | None = None,
+    segment_starts: np.ndarray | None = None,
+) -> tuple[np.ndarray, RuleState]:
+    """`target_positions` from a given state (the one left by the bar before the first), and the
+    state after the last bar: a live run decides one bar at a time with it, exactly as the
+    backtest decides a whole block."""
     expected_return = np.asarray(expected_return, dtype=np.float64)
     n = expected_return.shape[0]
     if rule.flat or n == 0:
-        return np.zeros(n)
+        return np.zeros(n), FLAT if rule.flat else state
 
     def per_bar(values: np.ndarray | float | None, default: float) -> np.ndarray:
         array = np.full(n, default) if values is None else np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))
@@ -228,7 +258,9 @@ def target_positions(
 
     starts = np.zeros(n, dtype=np.bool_) if segment_starts is None else np.asarray(segment_starts, dtype=np.bool_)
     decide = np.ones(n, dtype=np.bool_) if decision is None else np.asarray(decision, dtype=np.bool_)
-    return _positions(expected_return, per_bar(confidence, 1.0), per_bar(round_trip_cost, 0.0), per_bar(size, 1.0),
-                      np.ascontiguousarray(decide), np.ascontiguousarray(starts), float(rule.cost_multiple),
-                      rule.exit_multiple(), rule.holding_bars(horizon), float(rule.confidence_threshold),
-                      bool(rule.allow_short))
+    positions, direction, held_size, age = _positions(
+        expected_return, per_bar(confidence, 1.0), per_bar(round_trip_cost, 0.0), per_bar(size, 1.0),
+        np.ascontiguousarray(decide), np.ascontiguousarray(starts), float(rule.cost_multiple), rule.exit_multiple(),
+        rule.holding_bars(horizon), float(rule.confidence_threshold), bool(rule.allow_short),
+        float(state.direction), float(state.size), int(state.age))
+    return positions, RuleState(float(direction), float(held_size), int(age))
