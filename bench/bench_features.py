@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from trading_engine.data.schema import to_indexed
-from trading_engine.data.synthetic import generate_candles
+from trading_engine.sources.synthetic import generate_candles
 from trading_engine.features import compute_features, compute_targets
 from trading_engine.features import indicators as ind
 

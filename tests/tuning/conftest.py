@@ -14,7 +14,7 @@ import yaml
 from kedro.config import OmegaConfigLoader
 
 from trading_engine.data.schema import series_key
-from trading_engine.data.synthetic import generate_candles, generate_funding_rates
+from trading_engine.sources.synthetic import generate_candles, generate_funding_rates
 from trading_engine.pipelines.features.nodes import build_model_inputs, compute_feature_tables
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

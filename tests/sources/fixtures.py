@@ -1,5 +1,6 @@
-"""Fixtures of the ingestion tests: real candles (or random-walk ones when the shared data are
-absent), a loopback Binance server and a client tuned for tests (no throttle, fast backoff)."""
+"""Fixtures of the sources and ingestion tests (a plugin of tests/conftest.py): real candles (or
+random-walk ones when the shared data are absent), with order flow; the loopback Binance REST and
+archive servers; a client tuned for tests (no throttle, fast backoff)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from collections.abc import Callable, Iterator
 import pandas as pd
 import pytest
 
-from tests.ingestion.binance_server import BinanceFuturesServer, random_walk_candles
+from tests.sources.loopback.binance_rest import (
+    BinanceFuturesServer,
+    add_order_flow,
+    random_walk_candles,
+)
 from trading_engine.data.schema import TIMESTAMP_DTYPE
-from trading_engine.data.synthetic import generate_funding_rates
-from trading_engine.exchange import ExchangeClient, RetryPolicy, WeightBudget
+from trading_engine.sources.synthetic import generate_funding_rates
+from trading_engine.sources.exchange import ExchangeClient, RetryPolicy, WeightBudget
 
 FAST_RETRY = RetryPolicy(
     max_attempts=6, backoff_base_s=0.01, backoff_max_s=0.05, max_retry_after_s=5.0
@@ -23,6 +28,7 @@ def _real_or_random(request: pytest.FixtureRequest, name: str, seed: int) -> pd.
     try:
         folder = request.getfixturevalue("shared_data_dir")
         frame = pd.read_parquet(folder / "binance_futures_1m" / f"{name}_USDT_1m.parquet")
+        frame = add_order_flow(frame, seed)  # the shared files have OHLCV only
     except pytest.skip.Exception:
         frame = random_walk_candles(43_200, "1m", start="2025-05-25 10:33", seed=seed)
     frame["timestamp"] = frame["timestamp"].astype(TIMESTAMP_DTYPE)
@@ -31,7 +37,8 @@ def _real_or_random(request: pytest.FixtureRequest, name: str, seed: int) -> pd.
 
 @pytest.fixture(scope="session")
 def btc_1m(request: pytest.FixtureRequest) -> pd.DataFrame:
-    """A month of BTC perpetual 1m candles (43,199 real ones from ../shared/data when present)."""
+    """A month of BTC perpetual 1m candles (43,199 real ones from ../shared/data when present),
+    with order-flow fields (made up: the shared 1m files have none)."""
     return _real_or_random(request, "BTC", seed=1)
 
 

@@ -4,7 +4,7 @@ uses, with the exchange's semantics, its request-weight accounting and injectabl
 Endpoints (GET): `/fapi/v1/exchangeInfo`, `/fapi/v1/time`, `/fapi/v1/klines`,
 `/fapi/v1/fundingRate`. Klines follow Binance: rows whose open time is in [startTime, endTime],
 the first `limit` of them from `startTime`, or the latest `limit` without it; `limit` defaults to
-500, at most 1500; each row is 12 fields with prices as strings. Only candles that have opened by
+500, at most 1500; each row is 12 fields with prices, volumes and the order flow as strings. Only candles that have opened by
 the server's clock (`now_ms`) are served, and the last one is still forming when
 `now_ms < open + timeframe`. Every response carries `X-MBX-USED-WEIGHT-1M`; past the weight limit
 of the current window the server answers 429 with `Retry-After`, as Binance does.
@@ -13,7 +13,7 @@ Faults: `server.inject(Fault(...))` queues a fault for the next request whose pa
 `Fault.path` (after `Fault.after` such requests went through); kinds are listed in `FAULT_KINDS`.
 
 Run as a script (for the benchmark) to serve random-walk candles in a process of its own:
-`python tests/ingestion/binance_server.py --candles 2500000 --timeframe 1m`; it prints its URL on
+`python tests/sources/loopback/binance_rest.py --candles 2500000 --timeframe 1m`; it prints its URL on
 the first line and stops when its standard input closes.
 """
 
@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pandas as pd
 
+OHLCV = ("open", "high", "low", "close", "volume")
+ORDER_FLOW = ("quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume")
 INTERVALS_MS = {
     "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
     "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
@@ -74,27 +76,51 @@ def _to_ms(timestamps) -> np.ndarray:
 
 
 class _Series:
-    """One (market, interval) of candles as columns, rows rendered on demand."""
+    """One (market, interval) of candles as columns, rows rendered on demand (12 fields, with the
+    order flow of the candles, or made up by `add_order_flow` when they have none)."""
 
     def __init__(self, candles: pd.DataFrame, interval_ms: int) -> None:
+        if not set(ORDER_FLOW).issubset(candles.columns):
+            candles = add_order_flow(candles)
         self.open_ms = _to_ms(candles["timestamp"])
-        self.columns = [
-            candles[c].to_numpy("float64") for c in ("open", "high", "low", "close", "volume")
-        ]
+        self.columns = [candles[c].to_numpy("float64") for c in (*OHLCV, *ORDER_FLOW)]
         self.interval_ms = interval_ms
 
     def rows_json(self, first: int, last: int) -> str:
-        o, h, l, c, v = (column[first:last].tolist() for column in self.columns)  # noqa: E741
+        o, h, l, c, v, q, n, b, bq = (column[first:last].tolist() for column in self.columns)  # noqa: E741
         times = self.open_ms[first:last].tolist()
         step = self.interval_ms - 1
         return (
             "["
             + ",".join(
-                f'[{t},"{a!r}","{b!r}","{d!r}","{e!r}","{f!r}",{t + step},"{e * f!r}",100,"{f / 2!r}","0","0"]'
-                for t, a, b, d, e, f in zip(times, o, h, l, c, v, strict=True)
+                f'[{t},"{a!r}","{hi!r}","{lo!r}","{cl!r}","{vo!r}",{t + step},"{qv!r}",{int(nt)},'
+                f'"{bv!r}","{bqv!r}","0"]'
+                for t, a, hi, lo, cl, vo, qv, nt, bv, bqv in zip(
+                    times, o, h, l, c, v, q, n, b, bq, strict=True
+                )
             )
             + "]"
         )
+
+
+def add_order_flow(candles: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The candles with plausible order-flow fields (for candles that have none, like the shared
+    OHLCV files): the taker-buy share follows the bar's return, trades of about 0.05 base units,
+    quote volumes at the bar's mean price; decimals that survive a round trip through text."""
+    rng = np.random.default_rng(seed)
+    volume = candles["volume"].to_numpy("float64")
+    body = np.log(candles["close"].to_numpy("float64") / candles["open"].to_numpy("float64"))
+    scale = np.std(body) or 1.0
+    share = np.clip(0.5 + 0.15 * np.tanh(body / scale) + rng.normal(0.0, 0.05, len(volume)), 0, 1)
+    price = candles[["open", "high", "low", "close"]].to_numpy("float64").mean(axis=1)
+    buy = np.minimum(np.round(volume * share, 3), volume)
+    quote = np.round(volume * price, 4)
+    return candles.assign(
+        quote_volume=quote,
+        trade_count=np.maximum(np.round(volume / 0.05), 1.0) * (volume > 0),
+        taker_buy_volume=buy,
+        taker_buy_quote_volume=np.minimum(np.round(buy * price, 4), quote),
+    )
 
 
 class BinanceFuturesServer:
@@ -393,7 +419,8 @@ def _duplicated(server: BinanceFuturesServer, query: dict[str, str], body: str) 
 def random_walk_candles(
     count: int, timeframe: str, start: str = "2020-01-01", seed: int = 1
 ) -> pd.DataFrame:
-    """Cheap consistent candles (a random walk in prices with two decimals) for load tests."""
+    """Cheap consistent candles (a random walk in prices with two decimals, with order flow)
+    for load tests."""
     rng = np.random.default_rng(seed)
     close = np.round(10_000.0 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, count))), 2)
     open_ = np.concatenate([[10_000.0], close[:-1]])
@@ -401,7 +428,7 @@ def random_walk_candles(
     times = pd.date_range(
         start, periods=count, freq=pd.Timedelta(milliseconds=INTERVALS_MS[timeframe]), tz="UTC"
     )
-    return pd.DataFrame(
+    candles = pd.DataFrame(
         {
             "timestamp": times,
             "open": open_,
@@ -411,6 +438,7 @@ def random_walk_candles(
             "volume": np.round(rng.lognormal(3.0, 1.0, count), 3),
         }
     )
+    return add_order_flow(candles, seed)
 
 
 def market_id(symbol: str) -> str:
