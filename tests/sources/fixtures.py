@@ -4,18 +4,21 @@ archive servers; a client tuned for tests (no throttle, fast backoff)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 
 import pandas as pd
 import pytest
 
+from tests.sources.loopback.binance_archive import BinanceArchiveServer
 from tests.sources.loopback.binance_rest import (
     BinanceFuturesServer,
     add_order_flow,
     random_walk_candles,
 )
 from trading_engine.data.schema import TIMESTAMP_DTYPE
-from trading_engine.sources.synthetic import generate_funding_rates
+from trading_engine.sources.files import read_candle_files
+from trading_engine.sources.synthetic import generate_candles, generate_funding_rates
 from trading_engine.sources.exchange import ExchangeClient, RetryPolicy, WeightBudget
 
 FAST_RETRY = RetryPolicy(
@@ -85,3 +88,51 @@ def client_for() -> Callable[..., ExchangeClient]:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def archive_candles(request: pytest.FixtureRequest) -> dict[tuple[str, str], pd.DataFrame]:
+    """Two months (2024-11, 2024-12) of BTC and ETH 5m candles keyed like the servers'
+    (('BTCUSDT', '5m'), ...): the real ones of Binance's archive files in ../shared/data, with
+    their real order flow, else synthetic ones."""
+    try:
+        folder = request.getfixturevalue("shared_data_dir") / "binance_archive_csv"
+        series = read_candle_files(folder, timeframes=["5m"])
+    except pytest.skip.Exception:
+        series = {
+            (symbol, "5m"): frame
+            for symbol, frame in generate_candles(
+                ["BTC/USDT", "ETH/USDT"], "5m", "2024-11-01", "2025-01-01", seed=4
+            ).items()
+        }
+    return {(symbol.split("/")[0] + "USDT", tf): frame for (symbol, tf), frame in series.items()}
+
+
+@pytest.fixture(scope="session")
+def archive_funding() -> dict[str, pd.DataFrame]:
+    """Funding settlements of 2024-11 and 2024-12, keyed by market id."""
+    rates = generate_funding_rates(["BTC/USDT", "ETH/USDT"], "2024-11-01", "2025-01-01", seed=5)
+    return {symbol.split("/")[0] + "USDT": frame for symbol, frame in rates.items()}
+
+
+@pytest.fixture
+def archive_server() -> Iterator[Callable[..., BinanceArchiveServer]]:
+    """make(candles, funding=None, **options) -> a started loopback archive, stopped afterwards."""
+    servers: list[BinanceArchiveServer] = []
+
+    def make(candles, funding=None, **options) -> BinanceArchiveServer:
+        server = BinanceArchiveServer(candles, funding, **options).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port that nothing listens on: a connection to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -188,11 +188,10 @@ def require_candles_in_window(
 
 
 def empty_window_message(keys: Sequence[str], window: Window, held: Callable[[str], str]) -> str:
-    lines = "; ".join(f"{key}: {held(key)}" for key in keys)
+    series = "; ".join(f"{key} ({held(key)})" for key in keys)
     return (
-        f"no candle in the window asked for ({window}: ingestion.start / ingestion.end) for "
-        f"{', '.join(keys)}. {lines}. Change the window or the source; nothing downstream would "
-        "have data to work on."
+        f"no candle in the window asked for ({window}; ingestion.start / ingestion.end) for "
+        f"{series}. Change the window or the source: nothing downstream would have data."
     )
 
 

@@ -217,7 +217,7 @@ def check_listed(
 ) -> None:
     """EmptyWindowError at once when the window ends before a market's listing."""
     listed = {
-        series_key(m["symbol"], tf): _iso(int(m["created"]))
+        series_key(m["symbol"], tf): _timestamp(int(m["created"])).strftime("%Y-%m-%d %H:%M UTC")
         for m in markets
         if m.get("created") and end_ms <= int(m["created"])
         for tf in timeframes
