@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from trading_engine.data.schema import to_indexed
-from trading_engine.sources.synthetic import generate_candles
 from trading_engine.features import compute_features, compute_targets
 from trading_engine.features import indicators as ind
+from trading_engine.sources.synthetic import generate_candles
 
 START = pd.Timestamp("2021-01-01", tz="UTC")
 

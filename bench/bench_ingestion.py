@@ -32,7 +32,12 @@ import pandas as pd
 
 from trading_engine.data import quality
 from trading_engine.data.storage import AtomicParquetDataset, SeriesStore
-from trading_engine.sources.exchange import DownloadSettings, ExchangeClient, WeightBudget, sync_candles
+from trading_engine.sources.exchange import (
+    DownloadSettings,
+    ExchangeClient,
+    WeightBudget,
+    sync_candles,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = ROOT / "tests" / "sources" / "loopback" / "binance_rest.py"

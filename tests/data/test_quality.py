@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_engine.sources.files import read_candle_files
 from trading_engine.data.quality import (
     CANDLE_CHECKS,
     FUNDING_CHECKS,
@@ -18,7 +17,8 @@ from trading_engine.data.quality import (
     validate_candles,
     validate_funding_rates,
 )
-from trading_engine.data.schema import CANDLE_COLUMNS, OHLCV_COLUMNS, ORDER_FLOW_COLUMNS
+from trading_engine.data.schema import CANDLE_COLUMNS, ORDER_FLOW_COLUMNS
+from trading_engine.sources.files import read_candle_files
 from trading_engine.sources.synthetic import generate_candles, generate_funding_rates
 
 

@@ -12,10 +12,10 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
 from tests.features.conftest import load_real
-from trading_engine.sources.synthetic import generate_funding_rates
 from trading_engine.features import FEATURE_NAMES
 from trading_engine.pipelines.features import create_pipeline
 from trading_engine.settings import CONFIG_LOADER_ARGS
+from trading_engine.sources.synthetic import generate_funding_rates
 
 DATASETS = ("candles", "funding_rates", "feature_tables", "model_input", "feature_report")
 

@@ -17,9 +17,9 @@ from tests.sources.loopback.binance_rest import (
     random_walk_candles,
 )
 from trading_engine.data.schema import TIMESTAMP_DTYPE
+from trading_engine.sources.exchange import ExchangeClient, RetryPolicy, WeightBudget
 from trading_engine.sources.files import read_candle_files
 from trading_engine.sources.synthetic import generate_candles, generate_funding_rates
-from trading_engine.sources.exchange import ExchangeClient, RetryPolicy, WeightBudget
 
 FAST_RETRY = RetryPolicy(
     max_attempts=6, backoff_base_s=0.01, backoff_max_s=0.05, max_retry_after_s=5.0

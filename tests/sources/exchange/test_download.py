@@ -15,6 +15,7 @@ import pytest
 
 from tests.sources.loopback.binance_rest import Fault
 from trading_engine.data.storage import CorruptPartitionError, ProvenanceConflictError, SeriesStore
+from trading_engine.pipelines.ingestion.nodes import ingest_candles
 from trading_engine.sources.exchange import (
     DownloadSettings,
     RetriesExhaustedError,
@@ -23,7 +24,6 @@ from trading_engine.sources.exchange import (
     sync_candles,
     sync_funding_rates,
 )
-from trading_engine.pipelines.ingestion.nodes import ingest_candles
 
 QUIET = DownloadSettings(progress=False)
 MINUTE_MS = 60_000
