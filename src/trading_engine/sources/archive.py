@@ -299,9 +299,8 @@ class _CandleSync:
             resume = min(resume, self.unverified)  # fetch the files of REST's candles
         now = self.client.now_ms()
         stop = min(end_ms, now - self.step + 1)  # only candles that have closed
-        pieces = plan_pieces(
-            self.market["id"], self.client.exchange.timeframes[self.timeframe], resume, stop, now
-        )
+        interval = self.client.exchange.timeframes[self.timeframe]
+        pieces = plan_pieces(self.market["id"], interval, resume, stop, now, self.step)
         bar = progress_bar(self.key, len(pieces), self.position, self.download.progress, " files")
         pending_rest: list[int] | None = None  # [start, end) of days to fetch over REST
         # this series' share of the downloads in flight, so that memory stays bounded
@@ -406,18 +405,19 @@ class _CandleSync:
 
 
 def plan_pieces(
-    market_id: str, interval: str, resume_ms: int, stop_ms: int, now_ms: int
+    market_id: str, interval: str, resume_ms: int, stop_ms: int, now_ms: int, step_ms: int
 ) -> list[Piece]:
     """The archive files that hold the candles opening in [resume_ms, stop_ms), in time order:
-    a monthly file for each complete month wholly needed, daily files for the other days before
-    today (`now_ms`'s UTC day); nothing for today (the REST API's)."""
+    a monthly file for each month that is over (on the exchange's clock, `now_ms`) and wholly
+    wanted (from its first candle to its last, which opens `step_ms` before its end), daily
+    files for the other days before today (`now_ms`'s UTC day); nothing for today (REST's)."""
     archive_end = min(stop_ms, today(now_ms))
     current_month = _month_floor(now_ms)
     pieces = []
     day = resume_ms - resume_ms % DAY_MS
     while day < archive_end:
         month, next_month = _month_floor(day), _next_month(_month_floor(day))
-        if day == month and next_month <= current_month and next_month <= archive_end:
+        if day == month and next_month <= current_month and next_month - step_ms < stop_ms:
             path = binance.monthly_klines_path(market_id, interval, *_year_month(month))
             pieces.append(Piece("monthly", month, next_month, path))
             day = next_month

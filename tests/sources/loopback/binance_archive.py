@@ -110,7 +110,7 @@ class BinanceArchiveServer:
         self.funding = {m: f.set_index("timestamp", drop=False) for m, f in (funding or {}).items()}
         ends = [frame.index[-1] for frame in self.candles.values() if len(frame)]
         self.published_until = (
-            pd.Timestamp(published_until, tz="UTC")
+            _utc(published_until)
             if published_until is not None
             else max(ends).ceil("D") + pd.Timedelta(days=1)
             if ends
@@ -167,7 +167,7 @@ class BinanceArchiveServer:
 
     def publish_until(self, moment) -> None:
         with self._lock:
-            self.published_until = pd.Timestamp(moment, tz="UTC")
+            self.published_until = _utc(moment)
 
     def count(self, path_part: str) -> int:
         with self._lock:
@@ -284,6 +284,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "truncated":
             data = data[: len(data) // 2]
         self._send(200, data)
+
+
+def _utc(moment) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _period(match: re.Match) -> Period:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from trading_engine.data.schema import (
     funding_key_of_series,
@@ -111,8 +112,10 @@ def build_model_inputs(feature_tables: Partitions, candles: Partitions, funding_
             funding = funding_rates[funding_key]() if funding_key in funding_rates else None
             if funding is None:
                 logger.warning("no funding rates for %s: funding_rate is 0", key)
-            return build_model_input(to_indexed(candles[key]()), feature_tables[key](), funding,
-                                     warmup_bars=int(params["warmup_bars"]),
+            series, table = to_indexed(candles[key]()), feature_tables[key]()
+            # Arrow keeps the Parquet decoding buffers (as much as the table again) for reuse
+            pa.default_memory_pool().release_unused()
+            return build_model_input(series, table, funding, warmup_bars=int(params["warmup_bars"]),
                                      timeframe=timeframe_to_timedelta(timeframe))
 
         return build
