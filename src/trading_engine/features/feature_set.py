@@ -261,7 +261,9 @@ def _trend(f: _FeatureWriter, c: Candles, atr: np.ndarray) -> None:
 def _volume(f: _FeatureWriter, c: Candles) -> None:
     high, low, close, volume = c["high"], c["low"], c["close"], c["volume"]
     for window in (10, 20, 50):
-        f[f"feat_vol_ratio_{window}"] = ind.safe_divide(volume, ind.rolling_mean(volume, window), 0.0)
+        # a flat window's residue does not matter here: its volume (numerator) is 0 too
+        mean_volume = ind.rolling_mean(volume, window, exact_when_constant=False)
+        f[f"feat_vol_ratio_{window}"] = ind.safe_divide(volume, mean_volume, 0.0)
     f["feat_vwap_dist"] = close / ind.volume_weighted_average_price(high, low, close, volume, 20) - 1.0
     volume_20 = ind.rolling_sum(volume, 20)
     f["feat_obv_slope"] = ind.safe_divide(

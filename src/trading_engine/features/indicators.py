@@ -118,11 +118,13 @@ def _constant_windows(x: Array, window: int) -> Array:
         return rolling_max(x, window) == rolling_min(x, window)
 
 
-def rolling_mean(x: Array, window: int) -> Array:
-    """Mean of the last `window` values; exactly the value where they are all equal."""
+def rolling_mean(x: Array, window: int, exact_when_constant: bool = True) -> Array:
+    """Mean of the last `window` values; exactly the value where they are all equal (unless
+    `exact_when_constant` is False: a residue of about 1e-13 of the values is then possible)."""
     out = _talib(talib.SMA, x, timeperiod=window)
-    constant = _constant_windows(x, window)
-    out[constant] = x[constant]
+    if exact_when_constant:
+        constant = _constant_windows(x, window)
+        out[constant] = x[constant]
     return out
 
 
