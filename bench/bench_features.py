@@ -11,8 +11,10 @@
    process, and the tracemalloc peak of the computation).
 4. The memory of the features pipeline (feature table, then model input) on 2,600,000 candles,
    stage by stage, in a fresh subprocess (RSS sampled every 2 ms).
+5. With `--against COMMIT`: the full set + targets of that commit's code (read with `git show`)
+   against today's, alternating in rounds in one process, on 1,000,000 candles.
 
-    .venv/bin/python bench/bench_features.py [--rows 1000000] [--large-rows 2600000]
+    .venv/bin/python bench/bench_features.py [--rows 1000000] [--large-rows 2600000] [--against 060e928]
 """
 
 from __future__ import annotations
@@ -309,6 +311,43 @@ def pipeline_memory_in_subprocess(rows: int, folder: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def against_commit(commit: str, rows: int, rounds: int = 5) -> dict[str, float]:
+    """Best seconds of the full set + targets: `commit`'s code (features/indicators.py,
+    feature_set.py, targets.py from `git show`) against today's, in alternating rounds."""
+    import importlib.util
+
+    folder = tempfile.mkdtemp()
+    modules = {}
+    for name in ("indicators", "feature_set", "targets"):
+        source = subprocess.run(["git", "show", f"{commit}:src/trading_engine/features/{name}.py"],
+                                check=True, capture_output=True, text=True, cwd=os.path.dirname(__file__)).stdout
+        source = source.replace("from trading_engine.features import indicators as ind", "import previous_indicators as ind")
+        path = os.path.join(folder, f"previous_{name}.py")
+        with open(path, "w") as handle:
+            handle.write(source)
+    sys.path.insert(0, folder)
+    for name in ("indicators", "feature_set", "targets"):
+        spec = importlib.util.spec_from_file_location(f"previous_{name}", os.path.join(folder, f"previous_{name}.py"))
+        modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[f"previous_{name}"] = modules[name]
+        spec.loader.exec_module(modules[name])
+    candles = synthetic_candles(rows)
+    funding = synthetic_funding(rows)
+    runs = {
+        f"{commit}: its {len(modules['feature_set'].FEATURE_NAMES)} features + targets": lambda: (
+            modules["feature_set"].compute_features(candles, candles), modules["targets"].compute_targets(candles)),
+        f"today: the same {len(fs.OHLCV_FEATURE_NAMES)} features + targets": lambda: (
+            compute_features(candles, candles, order_flow=False), compute_targets(candles)),
+        f"today: all {len(fs.FEATURE_NAMES)} features + targets": lambda: (
+            compute_features(candles, candles, funding=funding, timeframe=MINUTE), compute_targets(candles)),
+    }
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = min(best[name], timed(run)[0])
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -316,7 +355,17 @@ def main() -> None:
     parser.add_argument("--measure-full", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline-memory", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--against", help="a commit whose feature code to time against today's")
     args = parser.parse_args()
+    if args.against:
+        load = os.getloadavg()[0]
+        best = against_commit(args.against, args.rows)
+        print(f"\n{dt.date.today()}, load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at the end; "
+              f"{args.rows:,} candles, best of 5 alternating rounds:\n")
+        print("| code | seconds |\n| --- | ---: |")
+        for name, seconds in best.items():
+            print(f"| {name} | {seconds:.3f} |")
+        return
     if args.measure_full:
         print(json.dumps(measure_full(args.measure_full)))
         return
