@@ -15,6 +15,7 @@ from kedro.framework.startup import bootstrap_project
 from tests.conftest import make_test_project
 from trading_engine.data.schema import ORDER_FLOW_COLUMNS
 from trading_engine.data.storage import SeriesStore
+from trading_engine.features import feature_names
 from trading_engine.pipelines.ingestion.nodes import ingest_candles, ingest_funding_rates
 from trading_engine.sources import EmptyWindowError
 
@@ -24,10 +25,10 @@ def _project(tmp_path: Path, ingestion: dict) -> Path:
     return make_test_project(tmp_path, {"ingestion": ingestion})
 
 
-def _run_ingestion(project: Path) -> None:
+def _run_ingestion(project: Path, *more: str) -> None:
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env="test") as session:
-        session.run(pipeline_names=["ingestion"])
+        session.run(pipeline_names=["ingestion", *more])
 
 
 def test_ingestion_pipeline_runs_end_to_end_on_synthetic_data(tmp_path):
@@ -156,7 +157,8 @@ def test_archive_ingestion_end_to_end_keeps_the_order_flow_and_reports_archive_r
 ):
     """Kedro runs the ingestion pipeline twice on the archive source: the first run takes the
     last two days over REST (the archive is behind); the archive then publishes them and the
-    second run compares them with what REST gave, one candle of which REST had wrong."""
+    second run compares them with what REST gave, one candle of which REST had wrong, and goes
+    on to the features: the order flow reaches the model input."""
     from_rest = {key: frame.copy() for key, frame in archive_candles.items()}
     wrong = from_rest[("ETHUSDT", "5m")].index[-100]
     from_rest[("ETHUSDT", "5m")].loc[wrong, "volume"] += 1.0
@@ -171,7 +173,7 @@ def test_archive_ingestion_end_to_end_keeps_the_order_flow_and_reports_archive_r
 
     _run_ingestion(project)
     archive.publish_until("2025-01-01")
-    _run_ingestion(project)
+    _run_ingestion(project, "features")
 
     for market, key in (("BTCUSDT", "BTC_USDT_5m"), ("ETHUSDT", "ETH_USDT_5m")):
         clean = pd.read_parquet(tmp_path / f"data/intermediate/candles/{key}.parquet")
@@ -184,3 +186,5 @@ def test_archive_ingestion_end_to_end_keeps_the_order_flow_and_reports_archive_r
     assert report["series"]["ETH_USDT_5m"]["order_flow_candles"] == len(archive_candles[("ETHUSDT", "5m")])
     funding = pd.read_parquet(tmp_path / "data/intermediate/funding/BTC_USDT.parquet")
     pd.testing.assert_frame_equal(funding, archive_funding["BTCUSDT"].reset_index(drop=True))
+    model_input = pd.read_parquet(tmp_path / "data/model_input/model_input/ETH_USDT_5m.parquet")
+    assert [c for c in model_input.columns if c.startswith("feat_")] == list(feature_names())

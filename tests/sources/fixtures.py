@@ -58,19 +58,23 @@ def funding(btc_1m: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {symbol.split("/")[0] + "USDT": frame for symbol, frame in rates.items()}
 
 
-@pytest.fixture
-def exchange_server() -> Iterator[Callable[..., BinanceFuturesServer]]:
-    """make(candles, funding=None, **options) -> a started loopback server, stopped afterwards."""
-    servers: list[BinanceFuturesServer] = []
+def _started_servers(server_class) -> Iterator[Callable]:
+    servers = []
 
-    def make(candles, funding=None, **options) -> BinanceFuturesServer:
-        server = BinanceFuturesServer(candles, funding, **options).start()
+    def make(candles, funding=None, **options):
+        server = server_class(candles, funding, **options).start()
         servers.append(server)
         return server
 
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def exchange_server() -> Iterator[Callable[..., BinanceFuturesServer]]:
+    """make(candles, funding=None, **options) -> a started loopback server, stopped afterwards."""
+    yield from _started_servers(BinanceFuturesServer)
 
 
 @pytest.fixture
@@ -118,16 +122,7 @@ def archive_funding() -> dict[str, pd.DataFrame]:
 @pytest.fixture
 def archive_server() -> Iterator[Callable[..., BinanceArchiveServer]]:
     """make(candles, funding=None, **options) -> a started loopback archive, stopped afterwards."""
-    servers: list[BinanceArchiveServer] = []
-
-    def make(candles, funding=None, **options) -> BinanceArchiveServer:
-        server = BinanceArchiveServer(candles, funding, **options).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from _started_servers(BinanceArchiveServer)
 
 
 @pytest.fixture

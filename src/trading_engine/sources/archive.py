@@ -60,18 +60,11 @@ from trading_engine.data.storage import SeriesStore
 from trading_engine.sources.base import (
     SeriesReport,
     Window,
-    require_candles_in_window,
+    checked_reports,
     stored_range,
 )
 from trading_engine.sources.exchange import binance
-from trading_engine.sources.exchange.client import (
-    ExchangeClient,
-    HostUnreachableError,
-    Reachability,
-    RetryPolicy,
-    connection_failure,
-    unreachable_message,
-)
+from trading_engine.sources.exchange.client import ExchangeClient, Reachability, RetryPolicy
 from trading_engine.sources.exchange.download import (
     DownloadSettings,
     align_up,
@@ -160,10 +153,7 @@ class ArchiveSource:
                 for s in symbols
             ]
             reports = run_series(self.client, tasks, self.download.max_workers)
-        require_candles_in_window(
-            store, [r.key for r in reports], window, lambda key: self.held(store, key)
-        )
-        return {report.key: report.to_dict() for report in reports}
+        return checked_reports(store, reports, window, lambda key: self.held(store, key))
 
     def sync_funding(
         self, store: SeriesStore, symbols: Sequence[str], window: Window
@@ -441,7 +431,7 @@ class ArchiveFetcher:
         self.timeout_s = settings.timeout_s
         self.max_connections = max(1, settings.max_connections)
         self.retry = retry
-        self.reachability = Reachability()
+        self.reachability = Reachability(self.host, "ingestion.archive.base_url")
         self._local_proxies = self.base_url != binance.ARCHIVE_BASE_URL  # a mirror or a test
         self._rng = random.Random(seed)
         self._threads = threading.local()
@@ -501,16 +491,7 @@ class ArchiveFetcher:
             except _Retryable as error:
                 failure = str(error)
             except requests.RequestException as error:
-                reason = None if self.reachability.reached else connection_failure(error)
-                if reason is not None and (
-                    attempt >= self.retry.unreached_attempts or reason == "connect timeout"
-                ):
-                    raise HostUnreachableError(
-                        unreachable_message(
-                            self.host, reason, attempt, time.monotonic() - began,
-                            "ingestion.archive.base_url",
-                        )
-                    ) from None
+                reason = self.reachability.failure(error, attempt, self.retry, began)
                 failure = reason or f"{type(error).__name__}: {_first_line(error)}"
             else:
                 try:

@@ -187,6 +187,14 @@ def require_candles_in_window(
         raise EmptyWindowError(empty_window_message(empty, window, held))
 
 
+def checked_reports(
+    store: SeriesStore, reports: Sequence[SeriesReport], window: Window, held: Callable[[str], str]
+) -> dict[str, dict]:
+    """{key: report} of a sync, after `require_candles_in_window` on its series."""
+    require_candles_in_window(store, [r.key for r in reports], window, held)
+    return {report.key: report.to_dict() for report in reports}
+
+
 def empty_window_message(keys: Sequence[str], window: Window, held: Callable[[str], str]) -> str:
     series = "; ".join(f"{key} ({held(key)})" for key in keys)
     return (

@@ -39,7 +39,7 @@ import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ from tests.sources.loopback.binance_rest import (
     add_order_flow,
     random_walk_candles,
 )
+from tests.sources.loopback.server import LoopbackServer
 
 FAULT_KINDS = ("checksum_mismatch", "truncated", "status", "drop")
 KLINE_HEADER = (
@@ -89,8 +90,54 @@ class Period:
     end: pd.Timestamp
 
 
-class BinanceArchiveServer:
+class _Handler(BaseHTTPRequestHandler):
+    archive: BinanceArchiveServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/zip") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        archive, path = self.archive, self.path.split("?", 1)[0]
+        with archive._lock:
+            archive.requests.append(path)
+        if archive.latency_s:
+            time.sleep(archive.latency_s)
+        fault = archive._take_fault(path)
+        if fault is not None and fault.kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if fault is not None and fault.kind == "status":
+            return self._send(fault.status, b"Service Unavailable", "text/plain")
+        checksum = path.endswith(".CHECKSUM")
+        answer = archive.file(path.removesuffix(".CHECKSUM"))
+        if answer is None:
+            body = b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code></Error>"
+            return self._send(404, body, "application/xml")
+        data, checksum_text = answer
+        if checksum:
+            return self._send(200, checksum_text.encode(), "text/plain")
+        if fault is not None and fault.kind == "checksum_mismatch":
+            data = data[:-40] + bytes(40)  # same length, other bytes
+        if fault is not None and fault.kind == "truncated":
+            data = data[: len(data) // 2]
+        self._send(200, data)
+
+
+class BinanceArchiveServer(LoopbackServer):
     """Serve `candles[(market_id, interval)]` and `funding[market_id]` as Binance's archive."""
+
+    handler = _Handler
+    handler_attribute = "archive"
 
     def __init__(
         self,
@@ -123,43 +170,8 @@ class BinanceArchiveServer:
         self._faults: deque[ArchiveFault] = deque()
         self._files: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> BinanceArchiveServer:
-        handler = type("Handler", (_Handler,), {"archive": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> BinanceArchiveServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- test controls
-
-    def inject(self, *faults: ArchiveFault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
-
-    @property
-    def pending_faults(self) -> int:
-        return len(self._faults)
 
     def unpublish(self, path_part: str) -> None:
         with self._lock:
@@ -241,49 +253,6 @@ class BinanceArchiveServer:
                     del self._faults[index]
                     return fault
         return None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    archive: BinanceArchiveServer
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/zip") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        archive, path = self.archive, self.path.split("?", 1)[0]
-        with archive._lock:
-            archive.requests.append(path)
-        if archive.latency_s:
-            time.sleep(archive.latency_s)
-        fault = archive._take_fault(path)
-        if fault is not None and fault.kind == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)
-            return
-        if fault is not None and fault.kind == "status":
-            return self._send(fault.status, b"Service Unavailable", "text/plain")
-        checksum = path.endswith(".CHECKSUM")
-        answer = archive.file(path.removesuffix(".CHECKSUM"))
-        if answer is None:
-            body = b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code></Error>"
-            return self._send(404, body, "application/xml")
-        data, checksum_text = answer
-        if checksum:
-            return self._send(200, checksum_text.encode(), "text/plain")
-        if fault is not None and fault.kind == "checksum_mismatch":
-            data = data[:-40] + bytes(40)  # same length, other bytes
-        if fault is not None and fault.kind == "truncated":
-            data = data[: len(data) // 2]
-        self._send(200, data)
 
 
 def _utc(moment) -> pd.Timestamp:

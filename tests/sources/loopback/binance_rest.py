@@ -28,11 +28,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pandas as pd
+
+from tests.sources.loopback.server import LoopbackServer
 
 OHLCV = ("open", "high", "low", "close", "volume")
 ORDER_FLOW = ("quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume")
@@ -123,12 +125,78 @@ def add_order_flow(candles: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     )
 
 
-class BinanceFuturesServer:
+class _Handler(BaseHTTPRequestHandler):
+    exchange: BinanceFuturesServer  # set on the subclass made by `start`
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every keep-alive answer stalls ~40 ms
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _send(
+        self, status: int, body: str, content_type: str = "application/json", headers=()
+    ) -> None:
+        payload = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in dict(headers).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        server = self.exchange
+        parsed = urlparse(self.path)
+        query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+        path = parsed.path
+        with server._lock:
+            server.requests.append((path, query))
+            server.arrivals.append((time.monotonic(), path))
+        if server.latency_s:
+            time.sleep(server.latency_s)
+        used, retry_after = server._charge(server.weight(path, query))
+        weight_header = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        if retry_after is not None:
+            body = json.dumps(
+                {"code": -1003, "msg": "Too many requests; current limit is exceeded."}
+            )
+            headers = {**weight_header, "Retry-After": str(max(1, math.ceil(retry_after)))}
+            return self._send(429, body, headers=headers)
+        fault = server._take_fault(path)
+        if fault is not None and fault.kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)  # SHUT_RDWR: the client sees the connection die
+            return
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "status":
+            content_type = "application/json" if fault.body.startswith("{") else "text/plain"
+            return self._send(
+                fault.status, fault.body, content_type, {**weight_header, **fault.headers}
+            )
+        if fault is not None and fault.kind == "malformed_json":
+            return self._send(200, '[[1577836800000,"7172.1","71', headers=weight_header)
+        if fault is not None and fault.kind == "html":
+            page = "<html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>"
+            return self._send(200, page, "text/html", weight_header)
+        if fault is not None and fault.kind == "empty":
+            return self._send(200, "[]", headers=weight_header)
+        status, body, headers = server.answer(path, query)
+        if fault is not None and fault.kind == "duplicate" and status == 200:
+            body = _duplicated(server, query, body)
+        self._send(status, body, headers={**weight_header, **headers})
+
+
+class BinanceFuturesServer(LoopbackServer):
     """Serve `candles[(market_id, interval)]` and `funding[market_id]` on 127.0.0.1 (port 0).
 
     `now_ms` is the server's clock (default: every served candle closed). `weight_limit` and
     `weight_window_s` emulate `X-MBX-USED-WEIGHT-1M` (2400 a minute on Binance; None = no limit).
     `latency_s` delays every answer, like a distant exchange."""
+
+    handler = _Handler
+    handler_attribute = "exchange"
 
     def __init__(
         self,
@@ -159,45 +227,8 @@ class BinanceFuturesServer:
         self.rejected_for_weight = 0
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> BinanceFuturesServer:
-        handler = type("Handler", (_Handler,), {"exchange": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> BinanceFuturesServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- test controls
-
-    def inject(self, *faults: Fault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
-
-    @property
-    def pending_faults(self) -> int:
-        return len(self._faults)
 
     def count(self, path_part: str) -> int:
         with self._lock:
@@ -339,69 +370,6 @@ class BinanceFuturesServer:
             for t, r in zip(times[first:last].tolist(), rates[first:last].tolist(), strict=True)
         ]
         return 200, json.dumps(rows), {}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    exchange: BinanceFuturesServer  # set on the subclass made by `start`
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else every keep-alive answer stalls ~40 ms
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def _send(
-        self, status: int, body: str, content_type: str = "application/json", headers=()
-    ) -> None:
-        payload = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in dict(headers).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        server = self.exchange
-        parsed = urlparse(self.path)
-        query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-        path = parsed.path
-        with server._lock:
-            server.requests.append((path, query))
-            server.arrivals.append((time.monotonic(), path))
-        if server.latency_s:
-            time.sleep(server.latency_s)
-        used, retry_after = server._charge(server.weight(path, query))
-        weight_header = {"X-MBX-USED-WEIGHT-1M": str(used)}
-        if retry_after is not None:
-            body = json.dumps(
-                {"code": -1003, "msg": "Too many requests; current limit is exceeded."}
-            )
-            headers = {**weight_header, "Retry-After": str(max(1, math.ceil(retry_after)))}
-            return self._send(429, body, headers=headers)
-        fault = server._take_fault(path)
-        if fault is not None and fault.kind == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)  # SHUT_RDWR: the client sees the connection die
-            return
-        if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
-        if fault is not None and fault.kind == "status":
-            content_type = "application/json" if fault.body.startswith("{") else "text/plain"
-            return self._send(
-                fault.status, fault.body, content_type, {**weight_header, **fault.headers}
-            )
-        if fault is not None and fault.kind == "malformed_json":
-            return self._send(200, '[[1577836800000,"7172.1","71', headers=weight_header)
-        if fault is not None and fault.kind == "html":
-            page = "<html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>"
-            return self._send(200, page, "text/html", weight_header)
-        if fault is not None and fault.kind == "empty":
-            return self._send(200, "[]", headers=weight_header)
-        status, body, headers = server.answer(path, query)
-        if fault is not None and fault.kind == "duplicate" and status == 200:
-            body = _duplicated(server, query, body)
-        self._send(status, body, headers={**weight_header, **headers})
 
 
 def _duplicated(server: BinanceFuturesServer, query: dict[str, str], body: str) -> str:

@@ -98,7 +98,27 @@ class RetryPolicy:
 class Reachability:
     """Whether a host has answered at least once (shared by the clones of a client)."""
 
+    host: str
+    hint: str  # the setting that names the host, for the message
     reached: bool = False
+
+    def failure(
+        self, error: BaseException, attempt: int, retry: RetryPolicy, began: float
+    ) -> str | None:
+        """Why the connection failed, when the host has never answered (None otherwise);
+        HostUnreachableError once it has failed `retry.unreached_attempts` times or timed out
+        connecting."""
+        reason = None if self.reached else connection_failure(error)
+        if reason is not None and (
+            attempt >= retry.unreached_attempts or reason == "connect timeout"
+        ):
+            seconds = time.monotonic() - began
+            raise HostUnreachableError(
+                f"cannot reach {self.host} ({reason}; {attempt} attempt{'s' if attempt > 1 else ''} "
+                f"in {seconds:.1f} s): it never answered. Check the network connection, a proxy "
+                f"or firewall, and {self.hint}. Nothing was changed."
+            ) from None
+        return reason
 
 
 def connection_failure(error: BaseException) -> str | None:
@@ -123,14 +143,6 @@ def connection_failure(error: BaseException) -> str | None:
             return text.splitlines()[0][:120]
         cause = cause.__cause__ or cause.__context__
     return None
-
-
-def unreachable_message(host: str, reason: str, attempts: int, seconds: float, hint: str) -> str:
-    return (
-        f"cannot reach {host} ({reason}; {attempts} attempt{'s' if attempts > 1 else ''} in "
-        f"{seconds:.1f} s): it never answered. Check the network connection, a proxy or "
-        f"firewall, and {hint}. Nothing was changed."
-    )
 
 
 @dataclass
@@ -165,10 +177,12 @@ class ExchangeClient:
         self.retry = retry or RetryPolicy()
         self.budget = budget or WeightBudget()
         self.stats = RequestStats()
-        self.reachability = Reachability()
         self._rng = random.Random(seed)
         self._clock_offset_ms = 0
         self.exchange = self._connect()
+        self.reachability = Reachability(
+            self.host, "ingestion.api_url (null: the exchange's own address)"
+        )
 
     @property
     def host(self) -> str:
@@ -250,16 +264,7 @@ class ExchangeClient:
                 if self.exchange.last_response_headers is not None:
                     self.reachability.reached = True  # an HTTP answer, even an error
                 self._observe_headers()
-                reason = None if self.reachability.reached else connection_failure(error)
-                if reason is not None and (
-                    attempt >= self.retry.unreached_attempts or reason == "connect timeout"
-                ):
-                    raise HostUnreachableError(
-                        unreachable_message(
-                            self.host, reason, attempt, time.monotonic() - began,
-                            "ingestion.api_url (null: the exchange's own address)",
-                        )
-                    ) from None
+                reason = self.reachability.failure(error, attempt, self.retry, began)
                 retry_after = self._retry_after(error)
                 if retry_after is not None and retry_after > self.retry.max_retry_after_s:
                     raise RetriesExhaustedError(

@@ -45,8 +45,8 @@ from trading_engine.sources.base import (
     EmptyWindowError,
     SeriesReport,
     Window,
+    checked_reports,
     empty_window_message,
-    require_candles_in_window,
     stored_range,
 )
 from trading_engine.sources.exchange.client import ExchangeClient
@@ -83,10 +83,7 @@ class ExchangeSource:
         reports = sync_candles(
             self.client, store, symbols, timeframes, window.start_ms, window.end_ms, self.settings
         )
-        require_candles_in_window(
-            store, [r.key for r in reports], window, lambda key: self.held(store, key)
-        )
-        return {report.key: report.to_dict() for report in reports}
+        return checked_reports(store, reports, window, lambda key: self.held(store, key))
 
     def sync_funding(
         self, store: SeriesStore, symbols: Sequence[str], window: Window
