@@ -20,9 +20,10 @@ from trading_engine.pipelines.ingestion.nodes import ingest_candles, ingest_fund
 from trading_engine.sources import EmptyWindowError
 
 
-def _project(tmp_path: Path, ingestion: dict) -> Path:
-    """A project copy whose `test` environment writes under tmp_path and overrides `ingestion`."""
-    return make_test_project(tmp_path, {"ingestion": ingestion})
+def _project(tmp_path: Path, ingestion: dict, **more: dict) -> Path:
+    """A project copy whose `test` environment writes under tmp_path and overrides `ingestion`
+    (and the other parameter sections given)."""
+    return make_test_project(tmp_path, {"ingestion": ingestion, **more})
 
 
 def _run_ingestion(project: Path, *more: str) -> None:
@@ -169,7 +170,7 @@ def test_archive_ingestion_end_to_end_keeps_the_order_flow_and_reports_archive_r
         "symbols": ["BTC/USDT", "ETH/USDT"], "timeframes": ["5m"], "start": "2024-11-01", "end": None,
         "download": {"progress": False}, "retry": {"max_attempts": 3, "backoff_base_s": 0.01},
         "rate_limit": {"enabled": False},
-    })  # fmt: skip
+    }, features={"order_flow": True, "funding": True})  # fmt: skip
 
     _run_ingestion(project)
     archive.publish_until("2025-01-01")

@@ -53,11 +53,12 @@ def _reference_candles(key: str, candles: Partitions, reference_symbol: str | No
 def compute_feature_tables(candles: Partitions, params: dict[str, Any],
                            funding_rates: Partitions | None = None) -> Partitions:
     """Per series: the features (float32) and targets (float64) on the candle index. The
-    order-flow and funding features are computed for every series or for none (the model reads
-    one set of columns): they are left out, with a warning, when a series lacks order flow or
-    funding settlements."""
-    order_flow = _every_series_has(candles, has_order_flow, "order flow", ORDER_FLOW_FEATURE_NAMES)
-    funding = _funding_of_every_series(candles, funding_rates)
+    order-flow and funding groups (`params["order_flow"]`, `params["funding"]`) are computed for
+    every series or for none (the model reads one set of columns): when asked for, they are
+    left out, with a warning, if a series lacks order flow or funding settlements."""
+    order_flow = bool(params.get("order_flow", True)) and _every_series_has(
+        candles, has_order_flow, "order flow", ORDER_FLOW_FEATURE_NAMES)
+    funding = _funding_of_every_series(candles, funding_rates) if params.get("funding", True) else None
 
     def feature_table(key: str) -> Callable[[], pd.DataFrame]:
         def build() -> pd.DataFrame:
