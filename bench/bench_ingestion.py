@@ -1,5 +1,5 @@
 """Ingestion benchmark: our exchange download against a plain ccxt loop, over a loopback Binance
-server running in a process of its own (tests/ingestion/binance_server.py).
+server running in a process of its own (tests/sources/loopback/binance_rest.py).
 
 (a) Throughput with throttling off: candles/s of `sync_candles` (parse, checks, atomic month
     commits) and of the whole raw layer (plus consolidation and validation), next to a plain
@@ -32,10 +32,15 @@ import pandas as pd
 
 from trading_engine.data import quality
 from trading_engine.data.storage import AtomicParquetDataset, SeriesStore
-from trading_engine.exchange import DownloadSettings, ExchangeClient, WeightBudget, sync_candles
+from trading_engine.sources.exchange import (
+    DownloadSettings,
+    ExchangeClient,
+    WeightBudget,
+    sync_candles,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_SCRIPT = ROOT / "tests" / "ingestion" / "binance_server.py"
+SERVER_SCRIPT = ROOT / "tests" / "sources" / "loopback" / "binance_rest.py"
 START = "2020-01-01"
 START_MS = 1_577_836_800_000
 
@@ -45,7 +50,7 @@ KLINES_WEIGHT = {1000: 5, 499: 2}
 
 
 class LoopbackServer:
-    """binance_server.py in a subprocess; `stats` after exit (the server's own counts)."""
+    """binance_rest.py in a subprocess; `stats` after exit (the server's own counts)."""
 
     def __init__(
         self, candles: int, symbols: str = "BTCUSDT", weight_limit: int | None = None
@@ -168,7 +173,7 @@ def projected_minutes(counts: dict[str, int], candles_per_request: int, share: f
 MEMORY_PROBE = """
 import json, sys, tempfile, threading, time
 from trading_engine.data.storage import SeriesStore
-from trading_engine.exchange import DownloadSettings, ExchangeClient, WeightBudget, sync_candles
+from trading_engine.sources.exchange import DownloadSettings, ExchangeClient, WeightBudget, sync_candles
 
 def rss_mib():
     with open("/proc/self/status") as status:

@@ -26,9 +26,9 @@ import torch
 from kedro.config import OmegaConfigLoader
 
 from trading_engine.data.schema import series_key
-from trading_engine.data.synthetic import generate_candles, generate_funding_rates
 from trading_engine.pipelines.features.nodes import build_model_inputs, compute_feature_tables
 from trading_engine.pipelines.tuning.nodes import run_tuning_study
+from trading_engine.sources.synthetic import generate_candles, generate_funding_rates
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,9 @@ import pytest
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
+# The loopback exchange and archive servers and the candles they serve (sources and ingestion tests).
+pytest_plugins = ["tests.sources.fixtures"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Real Binance candles live beside the project (never in it): ../shared/data
 SHARED_DATA_DIR = Path(os.environ.get("TRADING_ENGINE_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))

@@ -159,7 +159,7 @@ def test_binance_parameters_override_single_keys_and_keep_the_rest_of_base(conf_
         assert binance[key] == base[key], f"{key} lost in the binance environment"
     # e.g. the demo's horizon survives while the real data's sizes replace the demo's
     assert binance["training.horizon"] == base["training.horizon"]
-    assert binance["ingestion.source"] == "exchange" and base["ingestion.source"] == "synthetic"
+    assert binance["ingestion.source"] == "archive" and base["ingestion.source"] == "synthetic"
 
 
 # ------------------------------------------------------------------------------ kedro-viz

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_engine.data.files import read_candle_files
 from trading_engine.data.quality import (
     CANDLE_CHECKS,
     FUNDING_CHECKS,
@@ -18,8 +17,9 @@ from trading_engine.data.quality import (
     validate_candles,
     validate_funding_rates,
 )
-from trading_engine.data.schema import CANDLE_COLUMNS
-from trading_engine.data.synthetic import generate_candles, generate_funding_rates
+from trading_engine.data.schema import CANDLE_COLUMNS, ORDER_FLOW_COLUMNS
+from trading_engine.sources.files import read_candle_files
+from trading_engine.sources.synthetic import generate_candles, generate_funding_rates
 
 
 @pytest.fixture()
@@ -62,6 +62,9 @@ def test_each_bad_candle_is_quarantined_with_its_reason(candles):
     bad.loc[90, "high"] = candles.loc[90, ["open", "close"]].min()  # below the body's top
     bad.loc[100, "volume"] = np.nan
     bad.loc[110, "timestamp"] = pd.NaT
+    bad.loc[120, "taker_buy_volume"] = 2 * candles.loc[120, "volume"]  # more than the volume
+    bad.loc[130, "trade_count"] = -1.0
+    bad.loc[140, list(ORDER_FLOW_COLUMNS)] = np.nan  # a source without order flow: fine
     clean, quarantined, report = validate_candles(bad, "5m")
 
     reasons = dict(zip(quarantined["source_row"], quarantined["reason"], strict=True))
@@ -76,16 +79,18 @@ def test_each_bad_candle_is_quarantined_with_its_reason(candles):
     assert reasons[90] == "high_below_open_or_close"
     assert reasons[100] == "non_finite_volume"
     assert reasons[110] == "missing_timestamp"
-    assert sorted(reasons) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]
+    assert reasons[120] == reasons[130] == "inconsistent_order_flow"
+    assert sorted(reasons) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130]
     # quarantined rows keep their values: nothing is repaired
     assert quarantined.set_index("source_row").loc[40, "volume"] == -1.0
     # the first occurrence of the duplicated time is the one kept
     kept = clean.set_index("timestamp").loc[candles.loc[9, "timestamp"]]
     assert kept["close"] == candles.loc[9, "close"]
-    assert len(clean) == 288 - 11 and report["rows_quarantined"] == 11
+    assert len(clean) == 288 - 13 and report["rows_quarantined"] == 13
     assert report["checks"]["duplicate_timestamp"] == 1 and report["checks"]["negative_volume"] == 1
+    assert report["order_flow_candles"] == 288 - 13 - 1  # row 140 has none, and stays clean
     # every removed candle leaves a one-candle gap (row 10's own time was overwritten)
-    assert report["missing_candles"] == 11 and report["gap_count"] == 11
+    assert report["missing_candles"] == 13 and report["gap_count"] == 13
 
 
 def test_a_bad_first_occurrence_does_not_hide_a_good_duplicate(candles):
@@ -124,7 +129,7 @@ def test_unsorted_input_is_sorted_and_reported(candles):
 
 def test_zero_volume_candles_stay_clean_and_are_counted(candles):
     quiet = candles.copy()
-    quiet.loc[[5, 6], "volume"] = 0.0
+    quiet.loc[[5, 6], ["volume", *ORDER_FLOW_COLUMNS]] = 0.0  # no trade at all
     clean, quarantined, report = validate_candles(quiet, "5m")
     assert len(clean) == 288 and quarantined.empty and report["zero_volume_candles"] == 2
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from trading_engine.features import (
-    FEATURE_NAMES,
+    OHLCV_FEATURE_NAMES,
     WARMUP_BARS,
     align_funding,
     build_model_input,
@@ -37,13 +37,13 @@ def model_input_of(candles: pd.DataFrame, funding: pd.DataFrame | None) -> pd.Da
 def test_model_input_has_exactly_the_contract_columns_and_drops_the_warmup(eth_5m):
     candles = eth_5m.iloc[:3_000]
     table = model_input_of(candles, settlements(candles.index))
-    expected = [*FEATURE_NAMES, *target_columns(HORIZONS), "open", "high", "low", "close", "volume", "funding_rate",
+    expected = [*OHLCV_FEATURE_NAMES, *target_columns(HORIZONS), "open", "high", "low", "close", "volume", "funding_rate",
                 "funding_cumulative"]
     assert list(table.columns) == expected
     assert table.index.name == "timestamp" and str(table.index.tz) == "UTC"
     assert table.index.equals(candles.index[WARMUP_BARS:])
-    assert (table[list(FEATURE_NAMES)].dtypes == np.float32).all()
-    assert np.isfinite(table[list(FEATURE_NAMES)].to_numpy()).all()
+    assert (table[list(OHLCV_FEATURE_NAMES)].dtypes == np.float32).all()
+    assert np.isfinite(table[list(OHLCV_FEATURE_NAMES)].to_numpy()).all()
     pd.testing.assert_frame_equal(table[["open", "high", "low", "close", "volume"]],
                                   candles.iloc[WARMUP_BARS:], check_names=False)
     for h in HORIZONS:
@@ -107,7 +107,7 @@ def test_model_input_of_a_dead_market_is_finite(eth_5m):
     candles.iloc[1_000:1_400, :4] = candles["close"].iloc[999]
     candles.iloc[1_000:1_400, 4] = 0.0
     table = model_input_of(candles, None)
-    assert np.isfinite(table[list(FEATURE_NAMES)].to_numpy()).all()
+    assert np.isfinite(table[list(OHLCV_FEATURE_NAMES)].to_numpy()).all()
 
 
 def test_a_warmup_shorter_than_the_target_volatility_window_is_refused(eth_5m):

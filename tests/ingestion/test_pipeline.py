@@ -1,5 +1,6 @@
 """The Kedro ingestion pipeline end to end, in a temporary copy of the project's configuration:
-on the synthetic source, and on the exchange source against the loopback Binance server."""
+on the synthetic source, on the exchange and archive sources against the loopback Binance
+servers, and the files source; windows without candles fail with one message."""
 
 from __future__ import annotations
 
@@ -7,23 +8,28 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from tests.conftest import make_test_project
+from trading_engine.data.schema import ORDER_FLOW_COLUMNS
 from trading_engine.data.storage import SeriesStore
+from trading_engine.features import feature_names
 from trading_engine.pipelines.ingestion.nodes import ingest_candles, ingest_funding_rates
+from trading_engine.sources import EmptyWindowError
 
 
-def _project(tmp_path: Path, ingestion: dict) -> Path:
-    """A project copy whose `test` environment writes under tmp_path and overrides `ingestion`."""
-    return make_test_project(tmp_path, {"ingestion": ingestion})
+def _project(tmp_path: Path, ingestion: dict, **more: dict) -> Path:
+    """A project copy whose `test` environment writes under tmp_path and overrides `ingestion`
+    (and the other parameter sections given)."""
+    return make_test_project(tmp_path, {"ingestion": ingestion, **more})
 
 
-def _run_ingestion(project: Path) -> None:
+def _run_ingestion(project: Path, *more: str) -> None:
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env="test") as session:
-        session.run(pipeline_names=["ingestion"])
+        session.run(pipeline_names=["ingestion", *more])
 
 
 def test_ingestion_pipeline_runs_end_to_end_on_synthetic_data(tmp_path):
@@ -117,3 +123,69 @@ def test_a_perpetual_without_settlements_in_the_range_gives_an_empty_funding_tab
     table = raw_funding["BTC_USDT"]()
     assert table.empty and list(table.columns) == ["timestamp", "funding_rate"]
     assert report["BTC_USDT"]["added"] == 0
+
+
+def test_a_files_window_without_candles_fails_naming_the_series_the_window_and_the_files_range(
+    tmp_path, btc_1m
+):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    btc_1m.iloc[:500].to_parquet(folder / "BTC_USDT_1m.parquet")
+    first, last = btc_1m["timestamp"].iloc[0], btc_1m["timestamp"].iloc[499]
+    params = {"source": "files", "files_dir": str(folder), "symbols": ["BTC/USDT"],
+              "timeframes": ["1m"], "start": "2020-01-01", "end": "2020-02-01"}  # fmt: skip
+
+    with pytest.raises(EmptyWindowError) as failure:
+        ingest_candles(SeriesStore(tmp_path / "candles"), params)
+
+    message = str(failure.value)
+    assert "2020-01-01 00:00 -> 2020-02-01 00:00 UTC" in message and "BTC_USDT_1m" in message
+    assert f"{first:%Y-%m-%d %H:%M} -> {last:%Y-%m-%d %H:%M} UTC" in message
+    assert not (tmp_path / "candles").exists()  # nothing stored
+
+
+def test_a_synthetic_window_shorter_than_one_candle_fails(tmp_path):
+    params = {"source": "synthetic", "symbols": ["BTC/USDT"], "timeframes": ["1h"],
+              "start": "2025-01-01 00:10", "end": "2025-01-01 00:50",
+              "synthetic": {"seed": 7, "signal_strength": 0.05}}  # fmt: skip
+
+    with pytest.raises(EmptyWindowError, match=r"BTC_USDT_1h \(no candle opens in it\)"):
+        ingest_candles(SeriesStore(tmp_path), params)
+
+
+def test_archive_ingestion_end_to_end_keeps_the_order_flow_and_reports_archive_rest_disagreements(
+    tmp_path, exchange_server, archive_server, archive_candles, archive_funding
+):
+    """Kedro runs the ingestion pipeline twice on the archive source: the first run takes the
+    last two days over REST (the archive is behind); the archive then publishes them and the
+    second run compares them with what REST gave, one candle of which REST had wrong, and goes
+    on to the features: the order flow reaches the model input."""
+    from_rest = {key: frame.copy() for key, frame in archive_candles.items()}
+    wrong = from_rest[("ETHUSDT", "5m")].index[-100]
+    from_rest[("ETHUSDT", "5m")].loc[wrong, "volume"] += 1.0
+    rest = exchange_server(from_rest, archive_funding)
+    archive = archive_server(archive_candles, archive_funding, published_until="2024-12-30")
+    project = _project(tmp_path, {
+        "source": "archive", "api_url": rest.url, "archive": {"base_url": archive.url},
+        "symbols": ["BTC/USDT", "ETH/USDT"], "timeframes": ["5m"], "start": "2024-11-01", "end": None,
+        "download": {"progress": False}, "retry": {"max_attempts": 3, "backoff_base_s": 0.01},
+        "rate_limit": {"enabled": False},
+    }, features={"order_flow": True, "funding": True})  # fmt: skip
+
+    _run_ingestion(project)
+    archive.publish_until("2025-01-01")
+    _run_ingestion(project, "features")
+
+    for market, key in (("BTCUSDT", "BTC_USDT_5m"), ("ETHUSDT", "ETH_USDT_5m")):
+        clean = pd.read_parquet(tmp_path / f"data/intermediate/candles/{key}.parquet")
+        pd.testing.assert_frame_equal(clean, archive_candles[(market, "5m")].reset_index(drop=True))
+        assert clean[list(ORDER_FLOW_COLUMNS)].notna().all().all()  # order flow through every layer
+    report = json.loads((tmp_path / "data/reporting/data_quality_report.json").read_text())
+    eth = report["source_disagreements"]["ETH_USDT_5m"]
+    assert (eth["candles_compared"], eth["candles_differing"], eth["columns"]) == (576, 1, {"volume": 1})
+    assert report["source_disagreements"]["BTC_USDT_5m"]["candles_differing"] == 0
+    assert report["series"]["ETH_USDT_5m"]["order_flow_candles"] == len(archive_candles[("ETHUSDT", "5m")])
+    funding = pd.read_parquet(tmp_path / "data/intermediate/funding/BTC_USDT.parquet")
+    pd.testing.assert_frame_equal(funding, archive_funding["BTCUSDT"].reset_index(drop=True))
+    model_input = pd.read_parquet(tmp_path / "data/model_input/model_input/ETH_USDT_5m.parquet")
+    assert [c for c in model_input.columns if c.startswith("feat_")] == list(feature_names())

@@ -14,8 +14,8 @@ import yaml
 from kedro.config import OmegaConfigLoader
 
 from trading_engine.data.schema import series_key
-from trading_engine.data.synthetic import generate_candles, generate_funding_rates
 from trading_engine.pipelines.features.nodes import build_model_inputs, compute_feature_tables
+from trading_engine.sources.synthetic import generate_candles, generate_funding_rates
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")

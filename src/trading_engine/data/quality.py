@@ -14,13 +14,21 @@ check they fail, joined by ';'), and the report counts them. The checks on candl
 | `high_below_open_or_close` | high < max(open, close) |
 | `non_finite_volume` | the volume is NaN or infinite |
 | `negative_volume` | the volume is negative |
+| `inconsistent_order_flow` | an order-flow field is negative or infinite, or the taker-buy volume exceeds the volume (or its quote value the quote volume) |
 | `duplicate_timestamp` | an earlier row that passed every check above has the same time |
+
+Order-flow fields (`data.schema.ORDER_FLOW_COLUMNS`) may be null: a source that lacks them (an
+OHLCV file) leaves them NaN, which is not a failure; missing columns are added as NaN, and the
+report counts the clean candles that have every field (`order_flow_candles`).
 
 So the first good occurrence of a time is kept and later ones are quarantined. The clean table is
 sorted by time (the report says whether the input was). Gaps are measured on the clean table:
 missing candles, number of gaps, the longest one, and the first `MAX_LISTED_GAPS` gaps, each as the
 open times of its first and last missing candle. Zero-volume candles (real exchange outages) stay
 clean and are counted. Reports hold only str, int, float, bool, None, lists and dicts (JSON).
+
+`compare_candles` compares two sources' copies of the same candles (the archive's and the REST
+API's): how many they share, how many differ, in which columns, with a few examples.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import pandas as pd
 
 from trading_engine.data.schema import (
     CANDLE_COLUMNS,
+    OHLCV_COLUMNS,
+    ORDER_FLOW_COLUMNS,
     PRICE_COLUMNS,
     timeframe_offset_milliseconds,
     timeframe_to_milliseconds,
@@ -52,8 +62,13 @@ CANDLE_CHECKS = (
     "high_below_open_or_close",
     "non_finite_volume",
     "negative_volume",
+    "inconsistent_order_flow",
     "duplicate_timestamp",
 )
+# Relative tolerance of the order-flow consistency checks and of the comparison of two sources'
+# copies of a candle (both print decimal strings of the same numbers: they agree exactly).
+_RELATIVE_TOLERANCE = 1e-9
+MAX_LISTED_DISAGREEMENTS = 10
 FUNDING_CHECKS = ("missing_timestamp", "non_finite_rate", "implausible_rate", "duplicate_timestamp")
 
 
@@ -62,12 +77,13 @@ def validate_candles(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(clean, quarantined, report) for one candle series.
 
-    `clean` has the candle schema (`timestamp` plus float64 `open, high, low, close, volume`),
-    sorted, unique, aligned; `quarantined` has the same columns plus `source_row` (the row's
-    position in the input) and `reason`. Raises ValueError for missing columns, a non-numeric
-    price or volume column, or times that are not timezone-aware datetimes."""
+    `clean` has the candle schema (`data.schema.CANDLE_COLUMNS`: `timestamp`, float64 OHLCV
+    and order-flow fields, NaN where the source lacks them), sorted, unique, aligned;
+    `quarantined` has the same columns plus `source_row` (the row's position in the input) and
+    `reason`. Raises ValueError for missing OHLCV columns, a non-numeric column, or times that
+    are not timezone-aware datetimes."""
     step_ms = timeframe_to_milliseconds(timeframe)
-    table = _typed_table(candles, CANDLE_COLUMNS, "candles")
+    table = _typed_table(candles, OHLCV_COLUMNS, "candles", optional=ORDER_FLOW_COLUMNS)
     times = table["timestamp"]
     prices = table[list(PRICE_COLUMNS)].to_numpy()
     open_, high, low, close = prices.T
@@ -86,6 +102,7 @@ def validate_candles(
             "high_below_open_or_close": high < np.maximum(open_, close),
             "non_finite_volume": ~np.isfinite(volume),
             "negative_volume": volume < 0,
+            "inconsistent_order_flow": _inconsistent_order_flow(table),
         }
     clean, quarantined, checks, order = _split(table, failures)
 
@@ -93,6 +110,7 @@ def validate_candles(
         "timeframe": timeframe,
         **_split_summary(table, clean, quarantined, checks, order),
         "zero_volume_candles": int((clean["volume"] == 0).sum()),
+        "order_flow_candles": int(clean[list(ORDER_FLOW_COLUMNS)].notna().all(axis=1).sum()),
         **_gaps(clean["timestamp"], step_ms),
     }
     return clean, quarantined, report
@@ -156,8 +174,87 @@ def format_quality_summary(report: dict) -> str:
 # ------------------------------------------------------------------------------------ internals
 
 
-def _typed_table(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> pd.DataFrame:
-    """The required columns, times as UTC datetimes and values as float64, or a clear error."""
+def compare_candles(stored: pd.DataFrame, incoming: pd.DataFrame) -> dict:
+    """Two sources' copies of candles: those with the same open time are compared column by
+    column (equal within a relative 1e-9; two nulls are equal). -> {candles_compared,
+    candles_differing, columns: {name: count}, examples: [{timestamp, column, stored,
+    incoming}, ...] (the first MAX_LISTED_DISAGREEMENTS)}."""
+    both = stored.merge(incoming, on="timestamp", suffixes=("_stored", "_incoming"))
+    differing = np.zeros(len(both), dtype=bool)
+    columns, examples = {}, []
+    for name in CANDLE_COLUMNS[1:]:
+        if f"{name}_stored" not in both.columns or f"{name}_incoming" not in both.columns:
+            continue
+        a = both[f"{name}_stored"].to_numpy(dtype="float64")
+        b = both[f"{name}_incoming"].to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore"):
+            same = (np.abs(a - b) <= _RELATIVE_TOLERANCE * np.maximum(np.abs(a), np.abs(b))) | (
+                np.isnan(a) & np.isnan(b)
+            )
+        if (~same).any():
+            columns[name] = int((~same).sum())
+            differing |= ~same
+            for i in np.flatnonzero(~same)[: MAX_LISTED_DISAGREEMENTS - len(examples)]:
+                examples.append(
+                    {
+                        "timestamp": _iso(both["timestamp"].iloc[i]),
+                        "column": name,
+                        "stored": None if np.isnan(a[i]) else float(a[i]),
+                        "incoming": None if np.isnan(b[i]) else float(b[i]),
+                    }
+                )
+    return {
+        "candles_compared": len(both),
+        "candles_differing": int(differing.sum()),
+        "columns": columns,
+        "examples": examples,
+    }
+
+
+def merge_comparisons(total: dict | None, part: dict) -> dict:
+    """The sum of two `compare_candles` results (examples: the first ones)."""
+    if total is None:
+        return part
+    columns = dict(total["columns"])
+    for name, count in part["columns"].items():
+        columns[name] = columns.get(name, 0) + count
+    return {
+        "candles_compared": total["candles_compared"] + part["candles_compared"],
+        "candles_differing": total["candles_differing"] + part["candles_differing"],
+        "columns": columns,
+        "examples": (total["examples"] + part["examples"])[:MAX_LISTED_DISAGREEMENTS],
+    }
+
+
+def format_disagreement(comparison: dict) -> str:
+    """One line for the log: 'archive and REST differ on 3 of 1,440 candles (close 2, ...)'."""
+    columns = ", ".join(f"{name} {count:,}" for name, count in comparison["columns"].items())
+    return (
+        f"archive and REST differ on {comparison['candles_differing']:,} of "
+        f"{comparison['candles_compared']:,} candles they both hold"
+        + (f" ({columns}); the archive's values were kept" if columns else "")
+    )
+
+
+def _inconsistent_order_flow(table: pd.DataFrame) -> np.ndarray:
+    """Rows whose order-flow fields (where present) are negative, infinite, or larger than what
+    they are part of; null fields pass."""
+    flow = table[list(ORDER_FLOW_COLUMNS)].to_numpy()
+    volume, quote, _, buy, buy_quote = (
+        table[name].to_numpy() for name in ("volume", *ORDER_FLOW_COLUMNS)
+    )
+    with np.errstate(invalid="ignore"):
+        bad = (flow < 0).any(axis=1) | np.isinf(flow).any(axis=1)
+        bad |= (buy > volume * (1 + _RELATIVE_TOLERANCE)) & (volume >= 0)
+        bad |= buy_quote > quote * (1 + _RELATIVE_TOLERANCE)
+    return bad
+
+
+def _typed_table(
+    frame: pd.DataFrame, columns: tuple[str, ...], what: str, optional: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """The required columns (then the optional ones, NaN where absent), times as UTC datetimes
+    and values as float64, or a clear error."""
     if "timestamp" not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
         frame = frame.rename_axis("timestamp").reset_index()
     missing = [name for name in columns if name not in frame.columns]
@@ -171,12 +268,15 @@ def _typed_table(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> pd
             f"{what}: 'timestamp' must be a timezone-aware (UTC) datetime column, got {times.dtype}"
         )
     table = pd.DataFrame({"timestamp": times.dt.tz_convert("UTC").reset_index(drop=True)})
-    for name in columns[1:]:
+    for name in optional:
+        if name not in frame.columns:
+            table[name] = np.nan
+    for name in (*columns[1:], *(n for n in optional if n in frame.columns)):
         values = frame[name]
         if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
             raise ValueError(f"{what}: column {name!r} must be numeric, got {values.dtype}")
         table[name] = values.to_numpy(dtype="float64", na_value=np.nan)
-    return table
+    return table[list(columns + optional)]
 
 
 def _split_summary(
@@ -297,12 +397,20 @@ def _candle_line(key: str, report: dict) -> str:
         f"{key}: {report['rows_clean']:,} clean candles "
         f"{_short_time(report['first_timestamp'])} -> {_short_time(report['last_timestamp'])} UTC | "
         f"{_quarantine_text(report)} | {gaps} | zero-volume {report['zero_volume_candles']:,}"
+        + _order_flow_text(report)
         + (
             ""
             if report["was_sorted"]
             else f" | input unsorted ({report['out_of_order_rows']:,} rows)"
         )
     )
+
+
+def _order_flow_text(report: dict) -> str:
+    with_flow = report.get("order_flow_candles")
+    if with_flow is None or with_flow == report["rows_clean"]:
+        return ""
+    return " | no order flow" if with_flow == 0 else f" | order flow on {with_flow:,} only"
 
 
 def _funding_line(key: str, report: dict) -> str:

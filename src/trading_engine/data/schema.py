@@ -1,8 +1,11 @@
 """The candle schema and the names of series, shared by every layer.
 
 A stored candle table has the columns `timestamp` (datetime64 UTC, the candle's open time),
-`open`, `high`, `low`, `close`, `volume` (float64). In memory, for the features, the same table
-is indexed by `timestamp` (see `to_indexed`).
+`open`, `high`, `low`, `close`, `volume` (float64, base asset), then the order-flow fields that
+every Binance kline carries (float64): `quote_volume` (quote asset), `trade_count`,
+`taker_buy_volume` (base asset bought by takers) and `taker_buy_quote_volume`. A source that does
+not have them (an OHLCV file) leaves them null (NaN): nothing is invented. In memory, for the
+features, the same table is indexed by `timestamp` (see `to_indexed`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
-CANDLE_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
+OHLCV_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")  # required of every candle
+ORDER_FLOW_COLUMNS = ("quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume")
+CANDLE_COLUMNS = (*OHLCV_COLUMNS, *ORDER_FLOW_COLUMNS)  # the stored table, in this order
 # In memory and in Parquet (pandas 3 round-trips give microseconds) candle times are
 # datetime64[us, UTC].
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
@@ -63,6 +68,16 @@ def series_key(symbol: str, timeframe: str) -> str:
     return f"{base}_{quote}_{timeframe}"
 
 
+def funding_key(symbol: str) -> str:
+    """The key of a perpetual's funding series: 'BTC/USDT:USDT' -> 'BTC_USDT'."""
+    return series_key(symbol, "1m").rsplit("_", 1)[0]
+
+
+def funding_key_of_series(key: str) -> str:
+    """'BTC_USDT_5m' -> 'BTC_USDT', the funding series of a candle series."""
+    return key.rsplit("_", 1)[0]
+
+
 def parse_series_key(key: str) -> tuple[str, str]:
     """'BTC_USDT_1m' -> ('BTC/USDT:USDT', '1m')."""
     parts = str(key).split("_")
@@ -81,6 +96,21 @@ def to_indexed(candles: pd.DataFrame) -> pd.DataFrame:
         raise TypeError("candles need a 'timestamp' column or a DatetimeIndex")
     return candles
 
+
+def with_order_flow_columns(candles: pd.DataFrame) -> pd.DataFrame:
+    """The candle table with every column of `CANDLE_COLUMNS`, in order: order-flow fields that
+    the source lacks are added as null (NaN) columns; other columns are dropped."""
+    missing = [name for name in ORDER_FLOW_COLUMNS if name not in candles.columns]
+    if missing:
+        candles = candles.assign(**{name: np.nan for name in missing})
+    return candles[list(CANDLE_COLUMNS)]
+
+
+def has_order_flow(candles: pd.DataFrame) -> bool:
+    """True when every order-flow column is present and filled on every row."""
+    return len(candles) > 0 and all(
+        name in candles.columns and candles[name].notna().all() for name in ORDER_FLOW_COLUMNS
+    )
 
 
 def epoch_to_timestamps(values, unit: str | None = None) -> pd.DatetimeIndex:

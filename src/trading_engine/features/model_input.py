@@ -2,7 +2,9 @@
 
 Columns: the `feat_*` features (float32, finite), the targets (float64, NaN on the last h rows),
 then the market columns the backtest needs: open, high, low, close, volume, funding_rate
-(float64; the rate settled at the bar's open time, 0 where none). Index: `timestamp` (UTC).
+(float64; the rates settled after the previous candle's open up to this bar's open, 0 where none)
+and funding_cumulative (its running sum over every candle, dropped rows included). Index:
+`timestamp` (UTC).
 Rows dropped: the first `warmup_bars` bars of the series, and the `warmup_bars` bars from each
 time gap on (a bar whose distance to the previous one exceeds the timeframe), since indicators
 computed across a gap mix two separate stretches of market.
@@ -75,27 +77,32 @@ def build_model_input(candles: pd.DataFrame, feature_table: pd.DataFrame,
                       funding: pd.DataFrame | None, *, warmup_bars: int,
                       timeframe: pd.Timedelta) -> pd.DataFrame:
     """Join features + targets (`feature_table`, indexed like `candles`) with the market
-    columns, align funding, drop warm-up rows; raise if a feature is not finite afterwards."""
+    columns, align funding, drop warm-up rows; raise if a feature is not finite afterwards.
+    Memory: the kept rows are a view of the feature table when no gap interrupts them (else one
+    copy), and the checks go column by column."""
     if not feature_table.index.equals(candles.index):
         raise ValueError("the feature table and the candles must share one index")
-    market = candles[list(PRICE_COLUMNS) + ["volume"]].astype(np.float64)
-    market.index = feature_table.index  # equal instants; one index even if the units differ
-    market["funding_rate"] = align_funding(candles.index, funding, timeframe)
-    # Over every candle, before the warm-up rows are dropped: the backtest charges a position held
-    # through a gap every settlement in it (trading_engine.trading.portfolio.align_market).
-    market["funding_cumulative"] = np.cumsum(market["funding_rate"].to_numpy())
-    table = pd.concat([feature_table, market], axis=1)
     keep = rows_after_warmup(candles.index, warmup_bars, timeframe)
     dropped_after_gaps = int((~keep[warmup_bars:]).sum())
     if dropped_after_gaps:
         logger.warning("dropped %d rows that follow time gaps by less than %d bars",
                        dropped_after_gaps, warmup_bars)
-    table = table[keep]
+    # Without gaps the kept rows are one slice: a view, not a copy of the whole table.
+    first = int(np.argmax(keep)) if keep.any() else len(keep)
+    table = feature_table.iloc[first:] if keep[first:].all() else feature_table[keep]
+    keep = slice(first, None) if keep[first:].all() else keep
+    for column in (*PRICE_COLUMNS, "volume"):
+        table[column] = candles[column].to_numpy(dtype=np.float64)[keep]
+    funding_per_bar = align_funding(candles.index, funding, timeframe)
+    table["funding_rate"] = funding_per_bar[keep]
+    # Over every candle, before the warm-up rows are dropped: the backtest charges a position held
+    # through a gap every settlement in it (trading_engine.trading.portfolio.align_market).
+    table["funding_cumulative"] = np.cumsum(funding_per_bar)[keep]
     table.index.name = "timestamp"
-    features = table.filter(like="feat_", axis=1)
-    bad = features.columns[~np.isfinite(features.to_numpy()).all(axis=0)]
-    if len(bad):
-        raise ValueError(f"non-finite feature values after the warm-up in {list(bad)}")
+    features = [c for c in table.columns if str(c).startswith("feat_")]
+    bad = [c for c in features if not np.isfinite(table[c].to_numpy()).all()]
+    if bad:
+        raise ValueError(f"non-finite feature values after the warm-up in {bad}")
     for column in table.columns[table.columns.str.startswith("target_")]:
         horizon = int(column.rsplit("_", 1)[1])
         if table[column].iloc[: max(len(table) - horizon, 0)].isna().any():

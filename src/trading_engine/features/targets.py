@@ -40,17 +40,18 @@ def compute_targets(candles: pd.DataFrame, horizons: Iterable[int] = DEFAULT_HOR
     n = close.shape[0]
     sigma = ind.rolling_std(np.diff(np.log(close), prepend=np.nan), volatility_window)
 
-    columns: dict[str, np.ndarray] = {}
-    for h in horizons:
-        future_return = np.full(n, np.nan)
+    names = target_columns(horizons)
+    values = np.empty((n, len(names)), dtype=np.float64, order="F")  # filled in place, no copy
+    for i, h in enumerate(horizons):
+        direction, future_return, binary = values[:, 3 * i], values[:, 3 * i + 1], values[:, 3 * i + 2]
+        future_return[:] = np.nan
         if h < n:
-            future_return[: n - h] = np.log(close[h:] / close[: n - h])
+            np.log(close[h:] / close[: n - h], out=future_return[: n - h])
         threshold = np.maximum(dead_zone_k * sigma * np.sqrt(h), min_threshold)
-        direction = np.where(np.abs(future_return) > threshold, np.sign(future_return), 0.0)
-        direction[np.isnan(future_return) | np.isnan(threshold)] = np.nan
-        binary = (future_return > 0).astype(np.float64)
-        binary[np.isnan(future_return)] = np.nan
-        columns[f"target_dir_{h}"] = direction
-        columns[f"target_ret_{h}"] = future_return
-        columns[f"target_binary_{h}"] = binary
-    return pd.DataFrame(columns, index=candles.index)[target_columns(horizons)]
+        with np.errstate(invalid="ignore"):
+            direction[:] = np.where(np.abs(future_return) > threshold, np.sign(future_return), 0.0)
+            binary[:] = future_return > 0
+        unknown = np.isnan(future_return)
+        direction[unknown | np.isnan(threshold)] = np.nan
+        binary[unknown] = np.nan
+    return pd.DataFrame(values, index=candles.index, columns=names, copy=False)

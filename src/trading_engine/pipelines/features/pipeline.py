@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=compute_feature_tables,
-                inputs=["candles", "params:features"],
+                inputs=["candles", "params:features", "funding_rates"],
                 outputs="feature_tables",
                 name="compute_feature_tables",
             ),

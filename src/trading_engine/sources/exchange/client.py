@@ -1,7 +1,8 @@
 """The ccxt client: one exchange connection with market lookup, retries and the weight budget.
 
 `ExchangeClient` wraps a real ccxt exchange (binanceusdm by default) and adds what ccxt leaves
-to its caller:
+to its caller. What is the exchange's own (endpoints, page caps, weights, the klines layout) is
+in the exchange's module (`VENUES`: `binance.py`).
 
 * `api_url`: every `urls['api'][*]` is rewritten to `api_url + path`, so that a loopback server
   receives every request (tests, benchmarks) and nothing leaves the machine; proxies from the
@@ -13,14 +14,21 @@ to its caller:
   `DDoSProtection` (HTTP 429/418), `RateLimitExceeded`, `ExchangeNotAvailable`,
   `RequestTimeout`) and malformed answers are retried with exponential backoff and jitter;
   a 429/418 `Retry-After` pauses every thread that shares the budget for that long.
+* An exchange that was never reached (a DNS failure, a refused or timed-out connection before
+  any answer) is not retried for minutes: after `RetryPolicy.unreached_attempts` quick attempts
+  the client raises `HostUnreachableError` naming the host. Once the exchange has answered
+  (any HTTP status), connection failures get the full retries, as a stumbling exchange needs.
 * Malformed answers: on a 200 answer that is not JSON (garbage, an HTML page) ccxt returns `[]`
   or rows of None without raising. The client keeps ccxt's parsed JSON (`last_json_response`,
   None when the body did not parse) and checks every row, so such a page raises
   `MalformedResponseError` (retried) and is never stored. An empty JSON list `[]` is a valid
   answer; whether it is plausible is the pager's call (see `history.py`).
+* Candles keep all of a kline's fields (order flow included): they are fetched from the raw
+  klines endpoint through ccxt's implicit API, which ccxt throttles and error-maps like its
+  unified methods.
 * Weight: ccxt's own throttle is replaced by `WeightBudget.acquire(cost)`, where `cost` is the
   endpoint's weight from ccxt's table of Binance's weights (klines 1000 = 5, exchangeInfo 1,
-  time 1, fundingRate 1), and each answer's `X-MBX-USED-WEIGHT-1M` header is fed back.
+  time 1, fundingRate 1), and each answer's used-weight header is fed back.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import difflib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,15 +45,17 @@ from urllib.parse import urlparse
 
 import ccxt
 import numpy as np
+import requests
 
 from trading_engine.data.schema import normalise_symbol, timeframe_to_milliseconds
-from trading_engine.exchange.budget import WeightBudget
+from trading_engine.sources.exchange import binance
+from trading_engine.sources.exchange.budget import WeightBudget
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-CANDLES_PER_REQUEST = 1000  # ccxt caps Binance klines at 1000 a request (weight 5)
-FUNDING_RATES_PER_REQUEST = 1000  # /fapi/v1/fundingRate's maximum
+# The exchanges whose specifics have a module: ccxt id -> module (see binance.py).
+VENUES = {binance.EXCHANGE_ID: binance}
 
 
 class MalformedResponseError(ccxt.NetworkError):
@@ -59,20 +70,79 @@ class RetriesExhaustedError(RuntimeError):
     """A request kept failing; the data committed so far is kept and a re-run resumes."""
 
 
+class HostUnreachableError(ConnectionError):
+    """A host that never answered: no DNS name, a refused or timed-out connection."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter: attempt n waits a uniform draw in [d/2, d] with
     d = min(backoff_max_s, backoff_base_s * 2**(n-1)); a Retry-After longer than the draw wins.
-    A Retry-After beyond `max_retry_after_s` (a long ban) fails at once with a clear error."""
+    A Retry-After beyond `max_retry_after_s` (a long ban) fails at once with a clear error.
+    A host that has never answered gets `unreached_attempts` attempts, `unreached_delay_s`
+    apart (a connection that timed out, none more): it fails in seconds, not minutes."""
 
     max_attempts: int = 8
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     max_retry_after_s: float = 900.0
+    unreached_attempts: int = 3
+    unreached_delay_s: float = 1.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
         return rng.uniform(ceiling / 2.0, ceiling)
+
+
+@dataclass
+class Reachability:
+    """Whether a host has answered at least once (shared by the clones of a client)."""
+
+    host: str
+    hint: str  # the setting that names the host, for the message
+    reached: bool = False
+
+    def failure(
+        self, error: BaseException, attempt: int, retry: RetryPolicy, began: float
+    ) -> str | None:
+        """Why the connection failed, when the host has never answered (None otherwise);
+        HostUnreachableError once it has failed `retry.unreached_attempts` times or timed out
+        connecting."""
+        reason = None if self.reached else connection_failure(error)
+        if reason is not None and (
+            attempt >= retry.unreached_attempts or reason == "connect timeout"
+        ):
+            seconds = time.monotonic() - began
+            raise HostUnreachableError(
+                f"cannot reach {self.host} ({reason}; {attempt} attempt{'s' if attempt > 1 else ''} "
+                f"in {seconds:.1f} s): it never answered. Check the network connection, a proxy "
+                f"or firewall, and {self.hint}. Nothing was changed."
+            ) from None
+        return reason
+
+
+def connection_failure(error: BaseException) -> str | None:
+    """Why a connection could not be made ('connection refused', 'name or service not known',
+    'connect timeout', ...), from the chain of causes of `error`; None when the failure is not
+    a failed connection (an HTTP error, a read timeout on an open connection, a bad answer)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, requests.exceptions.ConnectTimeout):
+            return "connect timeout"
+        if isinstance(cause, requests.exceptions.ConnectionError) and not isinstance(
+            cause, requests.exceptions.ReadTimeout | requests.exceptions.ChunkedEncodingError
+        ):
+            text = str(cause)
+            match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+            if match:
+                return match.group(1).strip().rstrip(".").lower()
+            if "Connection aborted" in text or "RemoteDisconnected" in text:
+                return None  # the host answered the connection, then dropped it
+            return text.splitlines()[0][:120]
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 @dataclass
@@ -95,9 +165,13 @@ class ExchangeClient:
         budget: WeightBudget | None = None,
         seed: int | None = None,
     ) -> None:
-        if not hasattr(ccxt, exchange_id):
-            raise ValueError(f"ccxt has no exchange {exchange_id!r}")
+        if exchange_id not in VENUES:
+            raise ValueError(
+                f"ingestion supports the exchanges {', '.join(VENUES)}, not {exchange_id!r}; "
+                "another exchange needs a module like sources/exchange/binance.py"
+            )
         self.exchange_id = exchange_id
+        self.venue = VENUES[exchange_id]
         self.api_url = api_url.rstrip("/") if api_url else None
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
@@ -106,6 +180,15 @@ class ExchangeClient:
         self._rng = random.Random(seed)
         self._clock_offset_ms = 0
         self.exchange = self._connect()
+        self.reachability = Reachability(
+            self.host, "ingestion.api_url (null: the exchange's own address)"
+        )
+
+    @property
+    def host(self) -> str:
+        """The host every request goes to (the api_url's, else the exchange's)."""
+        url = self.api_url or next(iter(self.exchange.urls["api"].values()))
+        return urlparse(url).netloc or url
 
     # ------------------------------------------------------------------ connection
 
@@ -152,6 +235,7 @@ class ExchangeClient:
         if self.exchange.markets:
             twin.exchange.set_markets(self.exchange.markets, self.exchange.currencies)
         twin._clock_offset_ms = self._clock_offset_ms
+        twin.reachability = self.reachability
         return twin
 
     def _throttle(self, cost: float | None = None) -> None:
@@ -164,16 +248,23 @@ class ExchangeClient:
         into the result or raises MalformedResponseError on an answer that must not be used
         (retried too). `what` names the request in messages."""
         attempt = 0
+        began = time.monotonic()
         while True:
             attempt += 1
             self.exchange.last_json_response = None
+            self.exchange.last_response_headers = None
             self.stats.requests += 1
             try:
-                result = parse(request())
+                answer = request()
+                self.reachability.reached = True
+                result = parse(answer)
                 self._observe_headers()
                 return result
             except ccxt.OperationFailed as error:
+                if self.exchange.last_response_headers is not None:
+                    self.reachability.reached = True  # an HTTP answer, even an error
                 self._observe_headers()
+                reason = self.reachability.failure(error, attempt, self.retry, began)
                 retry_after = self._retry_after(error)
                 if retry_after is not None and retry_after > self.retry.max_retry_after_s:
                     raise RetriesExhaustedError(
@@ -186,7 +277,11 @@ class ExchangeClient:
                         f"{what} failed {attempt} times; the last error: {type(error).__name__}: {error}. "
                         "Everything committed so far is kept; run again to resume."
                     ) from error
-                delay = self.retry.delay(attempt, self._rng)
+                delay = (
+                    self.retry.unreached_delay_s
+                    if reason is not None
+                    else self.retry.delay(attempt, self._rng)
+                )
                 if retry_after is not None:
                     self.budget.pause(retry_after)  # every thread waits, not only this one
                     delay = max(delay, retry_after)
@@ -194,9 +289,9 @@ class ExchangeClient:
                     "%s: %s (%s); retry %d of %d in %.2f s",
                     what,
                     type(error).__name__,
-                    _short(error),
+                    reason or _short(error),
                     attempt,
-                    self.retry.max_attempts - 1,
+                    (self.retry.unreached_attempts if reason else self.retry.max_attempts) - 1,
                     delay,
                 )
                 self.stats.retries += 1
@@ -212,7 +307,7 @@ class ExchangeClient:
             return None
 
     def _observe_headers(self) -> None:
-        used = (self.exchange.last_response_headers or {}).get("X-MBX-USED-WEIGHT-1M")
+        used = (self.exchange.last_response_headers or {}).get(self.venue.USED_WEIGHT_HEADER)
         if used is not None:
             try:
                 self.budget.observe_used_weight(int(used))
@@ -278,19 +373,29 @@ class ExchangeClient:
         timeframe: str,
         since_ms: int,
         until_ms: int | None = None,
-        limit: int = CANDLES_PER_REQUEST,
+        limit: int | None = None,
         expect_data: bool = True,
     ) -> np.ndarray:
-        """One page of klines from `since_ms` (open time) -> float64 array (n, 6): open time in
-        ms, open, high, low, close, volume, as the exchange sent them (sorted by ccxt). With
-        `expect_data`, a page without a candle at or after `since_ms` counts as malformed and is
-        retried (see `history.py`)."""
-        params = {} if until_ms is None else {"until": int(until_ms)}
+        """One page of raw klines from `since_ms` (open time) -> float64 array (n, 10) in the
+        order of `data.schema.CANDLE_COLUMNS` (open time in ms, OHLCV, then the order-flow
+        fields), as the exchange sent them. With `expect_data`, a page without a candle at or
+        after `since_ms` counts as malformed and is retried (see `history.py`)."""
+        market = self.market(symbol)
+        request = self.venue.klines_request(
+            market["id"],
+            self.exchange.timeframes[timeframe],
+            since_ms,
+            until_ms,
+            limit or self.venue.CANDLES_PER_REQUEST,
+        )
 
-        def parsed(rows: list) -> np.ndarray:
+        def parsed(rows: Any) -> np.ndarray:
             self._check_json_list("klines")
-            array = _finite_rows(rows, 6, "klines")
-            if expect_data and not len(array):  # ccxt keeps only rows at or after since
+            try:
+                array = self.venue.klines_to_candles(rows)
+            except ValueError as error:
+                raise MalformedResponseError(str(error)) from error
+            if expect_data and not (array[:, 0] >= since_ms).any():
                 raise MalformedResponseError(
                     "klines gave no candle at or after startTime although closed candles should exist"
                 )
@@ -298,7 +403,7 @@ class ExchangeClient:
 
         return self.call(
             f"{symbol} {timeframe} klines from {_iso(since_ms)}",
-            lambda: self.exchange.fetch_ohlcv(symbol, timeframe, int(since_ms), limit, params),
+            lambda: self.venue.fetch_klines(self.exchange, request),
             parsed,
         )
 
@@ -307,7 +412,7 @@ class ExchangeClient:
         symbol: str,
         since_ms: int,
         until_ms: int | None = None,
-        limit: int = FUNDING_RATES_PER_REQUEST,
+        limit: int | None = None,
     ) -> np.ndarray:
         """One page of funding settlements from `since_ms` -> float64 array (n, 2): settlement
         time in ms, rate. An empty page is a valid answer (no settlement since)."""
@@ -320,7 +425,9 @@ class ExchangeClient:
 
         return self.call(
             f"{symbol} funding rates from {_iso(since_ms)}",
-            lambda: self.exchange.fetch_funding_rate_history(symbol, int(since_ms), limit, params),
+            lambda: self.exchange.fetch_funding_rate_history(
+                symbol, int(since_ms), limit or self.venue.FUNDING_RATES_PER_REQUEST, params
+            ),
             parsed,
         )
 

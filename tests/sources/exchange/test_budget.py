@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trading_engine.exchange import WeightBudget
+from trading_engine.sources.exchange import WeightBudget
 
 
 class SimulatedClock:

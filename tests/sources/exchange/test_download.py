@@ -13,9 +13,10 @@ import ccxt
 import pandas as pd
 import pytest
 
-from tests.ingestion.binance_server import Fault
+from tests.sources.loopback.binance_rest import Fault
 from trading_engine.data.storage import CorruptPartitionError, ProvenanceConflictError, SeriesStore
-from trading_engine.exchange import (
+from trading_engine.pipelines.ingestion.nodes import ingest_candles
+from trading_engine.sources.exchange import (
     DownloadSettings,
     RetriesExhaustedError,
     UnknownTimeframeError,
@@ -23,7 +24,6 @@ from trading_engine.exchange import (
     sync_candles,
     sync_funding_rates,
 )
-from trading_engine.pipelines.ingestion.nodes import ingest_candles
 
 QUIET = DownloadSettings(progress=False)
 MINUTE_MS = 60_000
@@ -184,7 +184,7 @@ def test_resume_after_sigkill_gives_the_same_files_as_an_uninterrupted_run(
     killed_root = tmp_path / "killed"
     script = (
         "from trading_engine.data.storage import SeriesStore\n"
-        "from trading_engine.exchange import *\n"
+        "from trading_engine.sources.exchange import *\n"
         f"client = ExchangeClient(api_url={server.url!r}, budget=WeightBudget(limit=None))\n"
         f"sync_candles(client, SeriesStore({str(killed_root)!r}), ['BTC/USDT'], ['1m'], {since}, None,"
         " DownloadSettings(commit_every_pages=2, progress=False))\n"
@@ -371,7 +371,7 @@ def test_exchange_data_is_never_appended_to_a_synthetic_series(
     server = exchange_server({("BTCUSDT", "1m"): btc_1m.iloc[:3000]})
 
     with pytest.raises(
-        ProvenanceConflictError, match=r"BTC_USDT_1m.*source 'synthetic' \(new data: 'exchange'\)"
+        ProvenanceConflictError, match=r"BTC_USDT_1m.*source 'synthetic' with exchange None \(new data: 'binanceusdm'\)"
     ):
         _sync_btc_1m(client_for(server), store, btc_1m)
 

@@ -11,20 +11,28 @@ Every symbol is read as its perpetual ('BTCUSDT' -> 'BTC/USDT:USDT').
 
 Contents: a table with a time column (`timestamp`, `open_time`, `date`, `datetime` or `time`) or a
 DatetimeIndex, and `open, high, low, close, volume`; times may be datetimes (naive ones are read as
-UTC), date strings or epoch integers whose unit (s, ms, us, ns) is told by magnitude. Binance
-kline CSVs have 12 columns (`open_time, open, high, low, close, volume, close_time, quote_volume,
-count, taker_buy_volume, taker_buy_quote_volume, ignore`), with a header row or, in archives before
-about 2022, without one; newer spot files give times in microseconds.
+UTC), date strings or epoch integers whose unit (s, ms, us, ns) is told by magnitude. The
+order-flow fields (`quote_volume`, `trade_count` or Binance's `count`, `taker_buy_volume`,
+`taker_buy_quote_volume`) are read where the file has them and left null (NaN) where it does not:
+nothing is invented. Binance kline files (12 columns: `open_time, open, high, low, close, volume,
+close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume, ignore`, with a header
+row or, in archives before about 2022, without one; newer files may give times in microseconds)
+are parsed by the archive's reader (`exchange.binance.read_klines_csv`).
 
 Several files of one series (e.g. monthly CSVs) are concatenated, sorted by time and deduplicated
 (the first file in name order wins; conflicting duplicates are logged). Nothing else is changed:
 validation and quarantine are `trading_engine.data.quality`'s job.
+
+`FilesSource` is `ingestion.source: files`: it stores the files' series in place of the old ones,
+after checking that every requested series has candles in the window (else one message naming
+the series, the window and the range the files hold). Files carry no funding rates.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,16 +45,23 @@ from trading_engine.data.schema import (
     TIMESTAMP_DTYPE,
     epoch_to_timestamps,
     normalise_symbol,
+    series_key,
     timeframe_to_milliseconds,
 )
+from trading_engine.data.storage import SeriesStore
+from trading_engine.sources.base import (
+    EmptyWindowError,
+    Window,
+    empty_window_message,
+    replace_series,
+)
+from trading_engine.sources.exchange.binance import read_klines_csv
 
 logger = logging.getLogger(__name__)
 
 QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "BUSD")
-BINANCE_KLINE_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-    "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
-)  # fmt: skip
+# Other names of the order-flow fields in files (Binance's klines call the trade count `count`).
+ORDER_FLOW_ALIASES = {"count": "trade_count", "number_of_trades": "trade_count"}
 TIME_COLUMNS = ("timestamp", "open_time", "date", "datetime", "time")
 SUFFIXES = (".parquet", ".csv", ".zip")
 
@@ -62,15 +77,65 @@ _BINANCE_ARCHIVE = re.compile(
 )
 
 
+class FilesSource:
+    """`ingestion.source: files`: the series of a folder of candle files (see the module doc)."""
+
+    name = "files"
+    has_funding = False
+
+    def __init__(self, files_dir: str | Path, exchange: str | None = None) -> None:
+        self.files_dir, self.exchange = Path(files_dir), exchange
+
+    def sync(
+        self, store: SeriesStore, symbols: Sequence[str], timeframes: Sequence[str], window: Window
+    ) -> dict[str, dict]:
+        """Store the files' series (whole, in place of the old ones); EmptyWindowError before
+        anything is written when a requested series has no candle in the window."""
+        imported = read_candle_files(self.files_dir, symbols, timeframes)
+        frames, held = {}, {}
+        for (symbol, timeframe), frame in imported.items():
+            key = series_key(symbol, timeframe)
+            frames[key] = (frame, self.provenance(symbol, timeframe))
+            times = frame["timestamp"]
+            inside = (times >= window.start) & (times < window.end_or_now())
+            if not inside.any():
+                held[key] = (
+                    f"the files in {self.files_dir} hold {_short(times.iloc[0])} -> "
+                    f"{_short(times.iloc[-1])} UTC"
+                    if len(times)
+                    else f"its files in {self.files_dir} hold no candle"
+                )
+        if held:
+            raise EmptyWindowError(empty_window_message(list(held), window, held.__getitem__))
+        return replace_series(store, frames, self.name)
+
+    def sync_funding(
+        self, store: SeriesStore, symbols: Sequence[str], window: Window
+    ) -> dict[str, dict]:
+        logger.warning("source 'files' has no funding rates: raw_funding_rates are empty tables")
+        return {}
+
+    def provenance(self, symbol: str, timeframe: str) -> dict:
+        return {
+            "kind": "candles",
+            "source": self.name,
+            "exchange": self.exchange,
+            "files_dir": str(self.files_dir),
+            "symbol": symbol,
+            "timeframe": timeframe,
+        }
+
+
 def read_candle_files(
     files_dir: str | Path,
     symbols: Sequence[str] | None = None,
     timeframes: Sequence[str] | None = None,
 ) -> dict[tuple[str, str], pd.DataFrame]:
     """Every candle series in `files_dir`, keyed by (normalised symbol, timeframe), as candle
-    tables (`timestamp` datetime64[us, UTC], `open, high, low, close, volume` float64, sorted,
-    unique times). `symbols` / `timeframes` restrict the result; each requested symbol and
-    timeframe (every combination when both are given) must have a file.
+    tables (`data.schema.CANDLE_COLUMNS`: `timestamp` datetime64[us, UTC], OHLCV and the
+    order-flow fields, float64, NaN where the files lack them; sorted, unique times).
+    `symbols` / `timeframes` restrict the result; each requested symbol and timeframe (every
+    combination when both are given) must have a file.
 
     Raises ValueError for a missing folder, a folder without candle files, an unreadable file
     (naming it and why) and a requested series without a file (listing those available)."""
@@ -168,32 +233,33 @@ def _read_series(paths: list[Path]) -> pd.DataFrame:
 def _read_candle_file(path: Path) -> pd.DataFrame:
     """One file -> a candle table (not yet sorted or deduplicated)."""
     try:
-        raw = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else _read_csv(path)
+        if _BINANCE_ARCHIVE.match(path.name[: -len(path.suffix)]) and path.suffix != ".parquet":
+            return read_klines_csv(_file_bytes(path))
+        raw = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
         return _standardise(raw)
     except Exception as error:  # every reader failure becomes one clear message
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"cannot read candle file {path}: {reason}") from error
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A CSV with a header row (ours or Binance's) or Binance's header-less kline rows."""
-    first = pd.read_csv(path, header=None, nrows=1, dtype=str)
-    if first.empty:
+def _file_bytes(path: Path) -> bytes:
+    """A CSV's bytes, or those of the one CSV inside an archive zip."""
+    if path.suffix.lower() != ".zip":
+        data = path.read_bytes()
+    else:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.lower().endswith(".csv")]
+            if len(names) != 1:
+                raise ValueError(f"the zip holds {len(names)} CSV files, expected one")
+            data = archive.read(names[0])
+    if not data.strip():
         raise ValueError("the file has no rows")
-    if pd.to_numeric(first.iloc[0, :1], errors="coerce").notna().all():  # no header row
-        raw = pd.read_csv(path, header=None)
-        if raw.shape[1] < 6:
-            raise ValueError(
-                f"header-less kline rows need at least 6 columns, found {raw.shape[1]}"
-            )
-        raw = raw.iloc[:, :6]
-        raw.columns = list(BINANCE_KLINE_COLUMNS[:6])
-        return raw
-    return pd.read_csv(path)
+    return data
 
 
 def _standardise(raw: pd.DataFrame) -> pd.DataFrame:
     table = raw.rename(columns=lambda name: str(name).strip().lower())
+    table = table.rename(columns=ORDER_FLOW_ALIASES)
     time_column = next((name for name in TIME_COLUMNS if name in table.columns), None)
     if time_column is not None:
         times = table[time_column]
@@ -201,14 +267,17 @@ def _standardise(raw: pd.DataFrame) -> pd.DataFrame:
         times = table.index.to_series(index=range(len(table)))
     else:
         raise ValueError(f"no time column (one of {', '.join(TIME_COLUMNS)}) and no DatetimeIndex")
-    missing = [name for name in CANDLE_COLUMNS[1:] if name not in table.columns]
+    missing = [name for name in (*PRICE_COLUMNS, "volume") if name not in table.columns]
     if missing:
         raise ValueError(
             f"missing column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}"
         )
     candles = pd.DataFrame({"timestamp": _to_timestamps(times.reset_index(drop=True))})
-    for name in (*PRICE_COLUMNS, "volume"):
-        candles[name] = _to_float(table[name].reset_index(drop=True), name)
+    for name in CANDLE_COLUMNS[1:]:
+        if name in table.columns:
+            candles[name] = _to_float(table[name].reset_index(drop=True), name)
+        else:  # an order-flow field the file does not have
+            candles[name] = np.nan
     return candles
 
 
@@ -239,3 +308,7 @@ def _to_float(values: pd.Series, name: str) -> pd.Series:
         bad = int(np.flatnonzero(garbage)[0])
         raise ValueError(f"column {name!r} row {bad} is not a number: {values.iloc[bad]!r}")
     return numbers.astype("float64")
+
+
+def _short(moment: pd.Timestamp) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")

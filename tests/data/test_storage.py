@@ -111,7 +111,7 @@ def test_read_returns_the_range_with_its_provenance(tmp_path):
     ]
 
 
-def test_data_of_another_source_or_exchange_is_refused(tmp_path):
+def test_data_of_another_exchange_or_market_is_refused(tmp_path):
     store = SeriesStore(tmp_path)
     store.append("BTC_USDT_1h", _candles("2024-01-01", "2024-01-02"), PROVENANCE)
 
@@ -121,13 +121,28 @@ def test_data_of_another_source_or_exchange_is_refused(tmp_path):
         store.append(
             "BTC_USDT_1h", _candles("2024-01-02", "2024-01-03"), {**PROVENANCE, "exchange": "bybit"}
         )
-    with pytest.raises(ProvenanceConflictError, match="source 'exchange'"):
+    with pytest.raises(ProvenanceConflictError, match="source 'exchange'.*new data: source 'synthetic'"):
         store.replace(
             "BTC_USDT_1h",
             _candles("2024-01-02", "2024-01-03"),
-            {**PROVENANCE, "source": "synthetic"},
+            {**PROVENANCE, "source": "synthetic", "exchange": None},
+        )
+    with pytest.raises(ProvenanceConflictError, match="symbol 'BTC/USDT:USDT' \\(new data: 'ETH"):
+        store.append(
+            "BTC_USDT_1h", _candles("2024-01-02", "2024-01-03"), {**PROVENANCE, "symbol": "ETH/USDT:USDT"}
         )
     assert len(store.read("BTC_USDT_1h")) == 24
+
+
+def test_archive_and_rest_candles_of_one_market_are_one_series(tmp_path):
+    store = SeriesStore(tmp_path)
+    store.append("BTC_USDT_1h", _candles("2024-01-01", "2024-01-02"), {**PROVENANCE, "source": "archive"})
+    store.append("BTC_USDT_1h", _candles("2024-01-02", "2024-01-03"), PROVENANCE)
+
+    stored = store.read("BTC_USDT_1h")
+    assert len(stored) == 48
+    assert stored.attrs["provenance"]["sources"] == ["archive", "exchange"]
+    assert stored.attrs["provenance"]["source"] == "exchange"  # the latest writer
 
 
 def test_a_replace_interrupted_between_its_renames_keeps_the_old_series(tmp_path):

@@ -1,9 +1,9 @@
 """Paging through the exchange's history with our own loop.
 
 ccxt's built-in `paginate` is not used: it starts from ccxt's own clock, silently drops a
-malformed page and can leave holes. Here each page asks for `limit` candles (1000 by default,
-ccxt's cap) from the open time we expect next; the next request starts one timeframe after the last open time
-received. Rows outside [since, stop) are dropped, duplicates are dropped (the first copy is
+malformed page and can leave holes. Here each page asks for `limit` candles (the exchange
+module's default, 1000 on Binance) from the open time we expect next; the next request starts
+one timeframe after the last open time received. Rows outside [since, stop) are dropped, duplicates are dropped (the first copy is
 kept), and the pages come out sorted, so that consecutive pages never overlap.
 
 When is an empty page believable? `stop` never exceeds `now - timeframe + 1`, so every request
@@ -26,11 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from trading_engine.data.schema import timeframe_to_milliseconds
-from trading_engine.exchange.client import (
-    CANDLES_PER_REQUEST,
-    FUNDING_RATES_PER_REQUEST,
-    ExchangeClient,
-)
+from trading_engine.sources.exchange.client import ExchangeClient
 
 
 def candle_pages(
@@ -42,13 +38,15 @@ def candle_pages(
     *,
     expect_data: bool = True,
     listed_ms: int | None = None,
-    limit: int = CANDLES_PER_REQUEST,
+    limit: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Pages of candles with `since_ms <= open < stop_ms`, each a float64 array (n, 6) of open
-    time (ms), open, high, low, close, volume, sorted and unique; no page overlaps another.
+    """Pages of candles with `since_ms <= open < stop_ms`, each a float64 array (n, 10) in the
+    order of `data.schema.CANDLE_COLUMNS` (open time in ms, OHLCV, order flow), sorted and
+    unique; no page overlaps another. `limit`: candles a request (None: the exchange's default).
     `expect_data=False` (a market that no longer trades) accepts an empty page as the end;
     so does a last page that ends before the market's listing (`listed_ms`)."""
     step = timeframe_to_milliseconds(timeframe)
+    limit = limit or client.venue.CANDLES_PER_REQUEST
     while since_ms < stop_ms:
         # endTime only on the last page, so that the exchange does not send candles past stop.
         until = stop_ms - 1 if since_ms + limit * step > stop_ms else None
@@ -76,7 +74,7 @@ def funding_rate_pages(
     settlements from `startTime` on; a short page is the last one."""
     while since_ms < stop_ms:
         rows = client.fetch_funding_rates(symbol, since_ms, stop_ms - 1)
-        complete_page = len(rows) >= FUNDING_RATES_PER_REQUEST
+        complete_page = len(rows) >= client.venue.FUNDING_RATES_PER_REQUEST
         rows = _unique_in_range(rows, since_ms, stop_ms)
         if not len(rows):
             return

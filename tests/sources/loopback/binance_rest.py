@@ -4,7 +4,7 @@ uses, with the exchange's semantics, its request-weight accounting and injectabl
 Endpoints (GET): `/fapi/v1/exchangeInfo`, `/fapi/v1/time`, `/fapi/v1/klines`,
 `/fapi/v1/fundingRate`. Klines follow Binance: rows whose open time is in [startTime, endTime],
 the first `limit` of them from `startTime`, or the latest `limit` without it; `limit` defaults to
-500, at most 1500; each row is 12 fields with prices as strings. Only candles that have opened by
+500, at most 1500; each row is 12 fields with prices, volumes and the order flow as strings. Only candles that have opened by
 the server's clock (`now_ms`) are served, and the last one is still forming when
 `now_ms < open + timeframe`. Every response carries `X-MBX-USED-WEIGHT-1M`; past the weight limit
 of the current window the server answers 429 with `Retry-After`, as Binance does.
@@ -13,7 +13,7 @@ Faults: `server.inject(Fault(...))` queues a fault for the next request whose pa
 `Fault.path` (after `Fault.after` such requests went through); kinds are listed in `FAULT_KINDS`.
 
 Run as a script (for the benchmark) to serve random-walk candles in a process of its own:
-`python tests/ingestion/binance_server.py --candles 2500000 --timeframe 1m`; it prints its URL on
+`python tests/sources/loopback/binance_rest.py --candles 2500000 --timeframe 1m`; it prints its URL on
 the first line and stops when its standard input closes.
 """
 
@@ -28,12 +28,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pandas as pd
 
+from tests.sources.loopback.server import LoopbackServer
+
+OHLCV = ("open", "high", "low", "close", "volume")
+ORDER_FLOW = ("quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume")
 INTERVALS_MS = {
     "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
     "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
@@ -74,35 +78,125 @@ def _to_ms(timestamps) -> np.ndarray:
 
 
 class _Series:
-    """One (market, interval) of candles as columns, rows rendered on demand."""
+    """One (market, interval) of candles as columns, rows rendered on demand (12 fields, with the
+    order flow of the candles, or made up by `add_order_flow` when they have none)."""
 
     def __init__(self, candles: pd.DataFrame, interval_ms: int) -> None:
+        if not set(ORDER_FLOW).issubset(candles.columns):
+            candles = add_order_flow(candles)
         self.open_ms = _to_ms(candles["timestamp"])
-        self.columns = [
-            candles[c].to_numpy("float64") for c in ("open", "high", "low", "close", "volume")
-        ]
+        self.columns = [candles[c].to_numpy("float64") for c in (*OHLCV, *ORDER_FLOW)]
         self.interval_ms = interval_ms
 
     def rows_json(self, first: int, last: int) -> str:
-        o, h, l, c, v = (column[first:last].tolist() for column in self.columns)  # noqa: E741
+        o, h, l, c, v, q, n, b, bq = (column[first:last].tolist() for column in self.columns)  # noqa: E741
         times = self.open_ms[first:last].tolist()
         step = self.interval_ms - 1
         return (
             "["
             + ",".join(
-                f'[{t},"{a!r}","{b!r}","{d!r}","{e!r}","{f!r}",{t + step},"{e * f!r}",100,"{f / 2!r}","0","0"]'
-                for t, a, b, d, e, f in zip(times, o, h, l, c, v, strict=True)
+                f'[{t},"{a!r}","{hi!r}","{lo!r}","{cl!r}","{vo!r}",{t + step},"{qv!r}",{int(nt)},'
+                f'"{bv!r}","{bqv!r}","0"]'
+                for t, a, hi, lo, cl, vo, qv, nt, bv, bqv in zip(
+                    times, o, h, l, c, v, q, n, b, bq, strict=True
+                )
             )
             + "]"
         )
 
 
-class BinanceFuturesServer:
+def add_order_flow(candles: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The candles with plausible order-flow fields (for candles that have none, like the shared
+    OHLCV files): the taker-buy share follows the bar's return, trades of about 0.05 base units,
+    quote volumes at the bar's mean price; decimals that survive a round trip through text."""
+    rng = np.random.default_rng(seed)
+    volume = candles["volume"].to_numpy("float64")
+    body = np.log(candles["close"].to_numpy("float64") / candles["open"].to_numpy("float64"))
+    scale = np.std(body) or 1.0
+    share = np.clip(0.5 + 0.15 * np.tanh(body / scale) + rng.normal(0.0, 0.05, len(volume)), 0, 1)
+    price = candles[["open", "high", "low", "close"]].to_numpy("float64").mean(axis=1)
+    buy = np.minimum(np.round(volume * share, 3), volume)
+    quote = np.round(volume * price, 4)
+    return candles.assign(
+        quote_volume=quote,
+        trade_count=np.maximum(np.round(volume / 0.05), 1.0) * (volume > 0),
+        taker_buy_volume=buy,
+        taker_buy_quote_volume=np.minimum(np.round(buy * price, 4), quote),
+    )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    exchange: BinanceFuturesServer  # set on the subclass made by `start`
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every keep-alive answer stalls ~40 ms
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _send(
+        self, status: int, body: str, content_type: str = "application/json", headers=()
+    ) -> None:
+        payload = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in dict(headers).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        server = self.exchange
+        parsed = urlparse(self.path)
+        query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+        path = parsed.path
+        with server._lock:
+            server.requests.append((path, query))
+            server.arrivals.append((time.monotonic(), path))
+        if server.latency_s:
+            time.sleep(server.latency_s)
+        used, retry_after = server._charge(server.weight(path, query))
+        weight_header = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        if retry_after is not None:
+            body = json.dumps(
+                {"code": -1003, "msg": "Too many requests; current limit is exceeded."}
+            )
+            headers = {**weight_header, "Retry-After": str(max(1, math.ceil(retry_after)))}
+            return self._send(429, body, headers=headers)
+        fault = server._take_fault(path)
+        if fault is not None and fault.kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)  # SHUT_RDWR: the client sees the connection die
+            return
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "status":
+            content_type = "application/json" if fault.body.startswith("{") else "text/plain"
+            return self._send(
+                fault.status, fault.body, content_type, {**weight_header, **fault.headers}
+            )
+        if fault is not None and fault.kind == "malformed_json":
+            return self._send(200, '[[1577836800000,"7172.1","71', headers=weight_header)
+        if fault is not None and fault.kind == "html":
+            page = "<html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>"
+            return self._send(200, page, "text/html", weight_header)
+        if fault is not None and fault.kind == "empty":
+            return self._send(200, "[]", headers=weight_header)
+        status, body, headers = server.answer(path, query)
+        if fault is not None and fault.kind == "duplicate" and status == 200:
+            body = _duplicated(server, query, body)
+        self._send(status, body, headers={**weight_header, **headers})
+
+
+class BinanceFuturesServer(LoopbackServer):
     """Serve `candles[(market_id, interval)]` and `funding[market_id]` on 127.0.0.1 (port 0).
 
     `now_ms` is the server's clock (default: every served candle closed). `weight_limit` and
     `weight_window_s` emulate `X-MBX-USED-WEIGHT-1M` (2400 a minute on Binance; None = no limit).
     `latency_s` delays every answer, like a distant exchange."""
+
+    handler = _Handler
+    handler_attribute = "exchange"
 
     def __init__(
         self,
@@ -133,45 +227,8 @@ class BinanceFuturesServer:
         self.rejected_for_weight = 0
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> BinanceFuturesServer:
-        handler = type("Handler", (_Handler,), {"exchange": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> BinanceFuturesServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- test controls
-
-    def inject(self, *faults: Fault) -> None:
-        with self._lock:
-            self._faults.extend(faults)
-
-    @property
-    def pending_faults(self) -> int:
-        return len(self._faults)
 
     def count(self, path_part: str) -> int:
         with self._lock:
@@ -315,69 +372,6 @@ class BinanceFuturesServer:
         return 200, json.dumps(rows), {}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    exchange: BinanceFuturesServer  # set on the subclass made by `start`
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else every keep-alive answer stalls ~40 ms
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def _send(
-        self, status: int, body: str, content_type: str = "application/json", headers=()
-    ) -> None:
-        payload = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in dict(headers).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        server = self.exchange
-        parsed = urlparse(self.path)
-        query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-        path = parsed.path
-        with server._lock:
-            server.requests.append((path, query))
-            server.arrivals.append((time.monotonic(), path))
-        if server.latency_s:
-            time.sleep(server.latency_s)
-        used, retry_after = server._charge(server.weight(path, query))
-        weight_header = {"X-MBX-USED-WEIGHT-1M": str(used)}
-        if retry_after is not None:
-            body = json.dumps(
-                {"code": -1003, "msg": "Too many requests; current limit is exceeded."}
-            )
-            headers = {**weight_header, "Retry-After": str(max(1, math.ceil(retry_after)))}
-            return self._send(429, body, headers=headers)
-        fault = server._take_fault(path)
-        if fault is not None and fault.kind == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)  # SHUT_RDWR: the client sees the connection die
-            return
-        if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
-        if fault is not None and fault.kind == "status":
-            content_type = "application/json" if fault.body.startswith("{") else "text/plain"
-            return self._send(
-                fault.status, fault.body, content_type, {**weight_header, **fault.headers}
-            )
-        if fault is not None and fault.kind == "malformed_json":
-            return self._send(200, '[[1577836800000,"7172.1","71', headers=weight_header)
-        if fault is not None and fault.kind == "html":
-            page = "<html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>"
-            return self._send(200, page, "text/html", weight_header)
-        if fault is not None and fault.kind == "empty":
-            return self._send(200, "[]", headers=weight_header)
-        status, body, headers = server.answer(path, query)
-        if fault is not None and fault.kind == "duplicate" and status == 200:
-            body = _duplicated(server, query, body)
-        self._send(status, body, headers={**weight_header, **headers})
-
-
 def _duplicated(server: BinanceFuturesServer, query: dict[str, str], body: str) -> str:
     """The page with every row twice and the three candles before startTime prepended."""
     rows = json.loads(body)
@@ -393,7 +387,8 @@ def _duplicated(server: BinanceFuturesServer, query: dict[str, str], body: str) 
 def random_walk_candles(
     count: int, timeframe: str, start: str = "2020-01-01", seed: int = 1
 ) -> pd.DataFrame:
-    """Cheap consistent candles (a random walk in prices with two decimals) for load tests."""
+    """Cheap consistent candles (a random walk in prices with two decimals, with order flow)
+    for load tests."""
     rng = np.random.default_rng(seed)
     close = np.round(10_000.0 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, count))), 2)
     open_ = np.concatenate([[10_000.0], close[:-1]])
@@ -401,7 +396,7 @@ def random_walk_candles(
     times = pd.date_range(
         start, periods=count, freq=pd.Timedelta(milliseconds=INTERVALS_MS[timeframe]), tz="UTC"
     )
-    return pd.DataFrame(
+    candles = pd.DataFrame(
         {
             "timestamp": times,
             "open": open_,
@@ -411,6 +406,7 @@ def random_walk_candles(
             "volume": np.round(rng.lognormal(3.0, 1.0, count), 3),
         }
     )
+    return add_order_flow(candles, seed)
 
 
 def market_id(symbol: str) -> str:

@@ -7,8 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading_engine.data.files import BINANCE_KLINE_COLUMNS, read_candle_files
-from trading_engine.data.schema import CANDLE_COLUMNS, TIMESTAMP_DTYPE
+from trading_engine.data.schema import (
+    CANDLE_COLUMNS,
+    OHLCV_COLUMNS,
+    ORDER_FLOW_COLUMNS,
+    TIMESTAMP_DTYPE,
+)
+from trading_engine.sources.exchange.binance import KLINE_FIELDS as BINANCE_KLINE_COLUMNS
+from trading_engine.sources.files import read_candle_files
 
 BTC = "BTC/USDT:USDT"
 
@@ -34,10 +40,10 @@ def kline_rows(count: int = 20, time_scale: int = 1) -> pd.DataFrame:
             "close": close,
             "volume": 10.0 + np.arange(count),
             "close_time": (open_ms + 299_999) * time_scale,
-            "quote_volume": 1.0,
+            "quote_volume": 2.0 + np.arange(count),
             "count": 7,
             "taker_buy_volume": 1.0,
-            "taker_buy_quote_volume": 1.0,
+            "taker_buy_quote_volume": 1.5,
             "ignore": 0,
         }
     )[list(BINANCE_KLINE_COLUMNS)]
@@ -58,6 +64,8 @@ def test_reads_real_binance_archive_csvs(shared_data_dir):
         70378.2,
     )
     assert first["volume"] == 885.545
+    assert (first["quote_volume"], first["trade_count"]) == (62283061.0975, 14898)
+    assert first["taker_buy_volume"] == 592.291  # the order flow the archive carries
 
 
 def test_archive_csv_and_parquet_agree_on_their_common_day(shared_data_dir):
@@ -69,8 +77,9 @@ def test_archive_csv_and_parquet_agree_on_their_common_day(shared_data_dir):
     ]
     common = from_csv.merge(from_parquet, on="timestamp", suffixes=("_csv", "_parquet"))
     assert len(common) == 288  # 2024-12-31
-    for column in CANDLE_COLUMNS[1:]:
+    for column in OHLCV_COLUMNS[1:]:
         np.testing.assert_array_equal(common[f"{column}_csv"], common[f"{column}_parquet"])
+    assert common["trade_count_csv"].notna().all() and common["trade_count_parquet"].isna().all()
 
 
 def test_reads_real_parquet_of_any_time_unit(shared_data_dir):
@@ -127,7 +136,7 @@ def test_parquet_with_datetime_index_or_epoch_milliseconds(tmp_path):
         "timestamp"
     )
     indexed[["open", "high", "low", "close", "volume"]].to_parquet(tmp_path / "ETH_USDT_5m.parquet")
-    rows.rename(columns={"open_time": "timestamp"})[list(CANDLE_COLUMNS)].to_parquet(
+    rows.rename(columns={"open_time": "timestamp"})[list(OHLCV_COLUMNS)].to_parquet(
         tmp_path / "SOL_USDT_USDT-5m-futures.parquet"
     )
     series = read_candle_files(tmp_path)
@@ -164,3 +173,20 @@ def test_missing_folder_empty_folder_and_missing_series_are_clear_errors(tmp_pat
         read_candle_files(tmp_path, symbols=["XRP/USDT"], timeframes=["5m"])
     with pytest.raises(ValueError, match=r"BTC/USDT:USDT 1h.*available"):
         read_candle_files(tmp_path, symbols=["BTC/USDT"], timeframes=["1h"])
+
+
+def test_order_flow_is_read_where_the_files_have_it_and_null_where_they_do_not(tmp_path):
+    rows = kline_rows()
+    rows.to_csv(tmp_path / "BTCUSDT-5m-2021-03.csv", index=False, header=False)
+    ours = rows.rename(columns={"open_time": "timestamp", "count": "trade_count"})
+    ours[list(CANDLE_COLUMNS)].to_parquet(tmp_path / "ETH_USDT_5m.parquet")
+    ours[list(OHLCV_COLUMNS)].to_parquet(tmp_path / "SOL_USDT_5m.parquet")  # OHLCV only
+    series = read_candle_files(tmp_path)
+    btc, eth, sol = (series[(f"{name}/USDT:USDT", "5m")] for name in ("BTC", "ETH", "SOL"))
+    for table in (btc, eth, sol):
+        assert_candle_schema(table, 5)
+    np.testing.assert_array_equal(btc["quote_volume"], rows["quote_volume"])
+    np.testing.assert_array_equal(btc["trade_count"], rows["count"])
+    pd.testing.assert_frame_equal(btc, eth)
+    assert sol[list(ORDER_FLOW_COLUMNS)].isna().all().all()  # nothing invented
+    pd.testing.assert_frame_equal(sol[list(OHLCV_COLUMNS)], btc[list(OHLCV_COLUMNS)])

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from trading_engine.data.schema import CANDLE_COLUMNS, TIMESTAMP_DTYPE
-from trading_engine.data.synthetic import (
+from trading_engine.data.schema import CANDLE_COLUMNS, ORDER_FLOW_COLUMNS, TIMESTAMP_DTYPE
+from trading_engine.sources.synthetic import (
     generate_candles,
     generate_funding_rates,
     synthetic_provenance,
@@ -159,9 +159,46 @@ def test_base_timeframe_makes_5m_the_aggregate_of_1m():
             "low": groups["low"].min().to_numpy(),
             "close": groups["close"].last().to_numpy(),
             "volume": groups["volume"].sum().round(3).to_numpy(),
+            **{
+                name: groups[name].sum().round(4 if "quote" in name else 3).to_numpy()
+                for name in ORDER_FLOW_COLUMNS
+            },
         }
     )
     pd.testing.assert_frame_equal(coarse, expected)
+
+
+def test_order_flow_is_consistent_with_the_candles():
+    table = generate_candles(SYMBOLS, "5m", "2024-03-01", "2024-03-15", seed=3)["ETH/USDT:USDT"]
+    assert table[list(ORDER_FLOW_COLUMNS)].notna().all().all()
+    assert (table["taker_buy_volume"] <= table["volume"]).all()
+    assert (table["taker_buy_quote_volume"] <= table["quote_volume"]).all()
+    assert (table["trade_count"] >= 1).all() and (table["trade_count"] % 1 == 0).all()
+    average_price = table["quote_volume"] / table["volume"]
+    assert ((average_price >= table["low"] * (1 - 1e-6)) & (average_price <= table["high"] * (1 + 1e-6))).all()
+    share = table["taker_buy_volume"] / table["volume"]
+    assert 0.45 < share.mean() < 0.55 and 0.05 < share.std() < 0.2
+    # aggressive buyers move the price up: the share follows the bar's own return
+    assert np.corrcoef(share, np.log(table["close"] / table["open"]))[0, 1] > 0.5
+
+
+@pytest.mark.parametrize(("signal_strength", "predictive"), [(0.0, False), (0.25, True)])
+def test_order_flow_predicts_the_next_return_only_through_the_planted_momentum(
+    signal_strength, predictive
+):
+    """The share reflects the bar's innovation, as the return does: yesterday's flow tells about
+    the next return only when the market has momentum (the planted signal), never by itself."""
+    table = generate_candles(
+        ["BTC/USDT"], "1m", "2024-03-01", "2024-04-01", seed=11, signal_strength=signal_strength
+    )["BTC/USDT:USDT"]
+    share = (table["taker_buy_volume"] / table["volume"]).to_numpy()
+    next_return = np.log(table["close"] / table["open"]).to_numpy()[1:]
+    correlation = np.corrcoef(share[:-1] - 0.5, next_return)[0, 1]
+    standard_error = 1 / np.sqrt(len(next_return))
+    if predictive:
+        assert correlation > 4 * standard_error
+    else:
+        assert abs(correlation) < 4 * standard_error
 
 
 def test_funding_settles_every_8_hours_around_one_basis_point():
