@@ -88,3 +88,22 @@ def test_grid_names_must_be_rule_parameters_and_tuned_ones_leave_the_grid() -> N
     with pytest.raises(ValueError, match="not a valid rule"):
         rule_candidates(TradingRule(), {"cost_multiple": [1.0], "exit_cost_multiple": [2.0]})
     assert SETTINGS.without(["cost_multiple"]).grid == {"exit_cost_multiple": [None, 0.0]}
+
+
+def test_a_lucky_candidate_must_beat_luck_among_the_candidates_to_trade() -> None:
+    predictions, market, _ = evaluation_inputs(quality=0.0)
+    rng = np.random.default_rng(5)
+    lenient = RuleSelectionSettings(grid=SETTINGS.grid, metric="sharpe_per_bar", min_deflated_sharpe=0.0)
+    lucky, guarded = [], []
+    for _ in range(10):
+        # Forecasts about the size of the round trip: few trades, so luck rather than costs decides.
+        noisy = predictions.assign(pred_return=rng.standard_normal(len(predictions)) * 0.0012)
+        for fold_lenient, fold_guarded in zip(_select(noisy, market, lenient)["folds"], _select(noisy, market)["folds"],
+                                              strict=True):
+            lucky.append(fold_lenient["rule"]["trades"])
+            guarded.append(fold_guarded["rule"]["trades"])
+            best = max(fold_guarded["candidates"][1:], key=lambda c: c["validation_score"])
+            if fold_guarded["rule"]["trades"]:
+                assert best["validation_deflated_sharpe"] >= 0.5
+    # Without the hurdle a lucky candidate trades in several folds (6 of 20 here); with it, in none.
+    assert sum(lucky) >= 3 and sum(guarded) == 0

@@ -254,7 +254,8 @@ def select_all_rules(predictions: pd.DataFrame, baseline_forecasts: pd.DataFrame
         strategies[str(name)] = select_rules(rows, market, base, costs, horizon, settings)
     n_configurations = strategies["model"]["n_configurations"]
     return {"metric": settings.metric, "grid": settings.grid, "min_score": settings.min_score,
-            "n_configurations": n_configurations, "base_rule": asdict(base), "strategies": strategies}
+            "min_deflated_sharpe": settings.min_deflated_sharpe, "n_configurations": n_configurations,
+            "base_rule": asdict(base), "strategies": strategies}
 
 
 def fold_rule_positions(aligned: pd.DataFrame, expected_return: np.ndarray, confidence: np.ndarray | None,
