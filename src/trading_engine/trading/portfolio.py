@@ -45,38 +45,75 @@ def align_market(predictions: pd.DataFrame, market: Mapping[str, pd.DataFrame]) 
     missing = {"timestamp", *SEGMENT_KEYS} - set(predictions.columns)
     if missing:
         raise ValueError(f"predictions lack the columns {sorted(missing)}")
-    block = predictions.groupby(SEGMENT_KEYS, sort=False, observed=True).ngroup().to_numpy()
+    block = block_codes(predictions)
     times = pd.DatetimeIndex(predictions["timestamp"]).as_unit("ns").asi8
     order = np.lexsort((times, block))
     aligned = predictions.iloc[order].reset_index(drop=True)
     block, times = block[order], times[order]
     new_block = np.ones(len(aligned), dtype=bool)
     new_block[1:] = block[1:] != block[:-1]
+    # Per block (a few), not per row (millions): its series, bar length and funding column.
+    firsts = np.flatnonzero(new_block)
+    block_index = np.cumsum(new_block) - 1
+    block_series = [str(series) for series in aligned["series"].iloc[firsts]]
+    missing_series = sorted(set(block_series) - set(market))
+    if missing_series:
+        raise KeyError(f"no market data for series {missing_series}; have {sorted(market)}")
+    bar_ns = np.array([series_bar_length(series).value for series in block_series], dtype=np.int64)[block_index]
     gap = np.zeros(len(aligned), dtype=bool)
-    gap[1:] = ~new_block[1:] & (np.diff(times) > bar_lengths_ns(aligned["series"])[1:])
-
-    values = bar_values(aligned, market, ("open", "close", "funding_rate", "funding_cumulative"),
-                        optional=("funding_rate", "funding_cumulative"))
-    aligned["open"], aligned["close"] = values["open"], values["close"]
-    has_cumulative = {series: "funding_cumulative" in market[series].columns for series in aligned["series"].unique()}
-    cumulative = np.where(aligned["series"].map(has_cumulative).to_numpy(dtype=bool), values["funding_cumulative"],
-                          _cumulative_funding(aligned, market))
-    since_previous_row = values["funding_rate"].copy()
-    since_previous_row[1:] = np.where(new_block[1:], values["funding_rate"][1:], np.diff(cumulative))
-    aligned["funding_rate"] = since_previous_row
+    gap[1:] = ~new_block[1:] & (np.diff(times) > bar_ns[1:])
     aligned["segment_start"] = new_block | gap
     aligned["gap_before"] = gap
+    aligned["bar_ns"] = bar_ns
+
+    opens, closes = np.zeros(len(aligned)), np.zeros(len(aligned))
+    funding, cumulative = np.zeros(len(aligned)), np.zeros(len(aligned))
+    timestamps = pd.DatetimeIndex(aligned["timestamp"])
+    for series, rows in rows_by_series(aligned).items():
+        frame = market[series]
+        where = _positions_in(frame, timestamps[rows], series)
+        opens[rows] = frame["open"].to_numpy(dtype=np.float64)[where]
+        closes[rows] = frame["close"].to_numpy(dtype=np.float64)[where]
+        if "funding_rate" in frame.columns:
+            rates = frame["funding_rate"].to_numpy(dtype=np.float64)
+            funding[rows] = rates[where]
+            running = (frame["funding_cumulative"].to_numpy(dtype=np.float64) if "funding_cumulative" in frame.columns
+                       else np.cumsum(rates))
+            cumulative[rows] = running[where]
+    aligned["open"], aligned["close"] = opens, closes
+    since_previous_row = funding.copy()
+    since_previous_row[1:] = np.where(new_block[1:], funding[1:], np.diff(cumulative))
+    aligned["funding_rate"] = since_previous_row
     return aligned
 
 
-def _cumulative_funding(aligned: pd.DataFrame, market: Mapping[str, pd.DataFrame]) -> np.ndarray:
-    """Running sum of the market's `funding_rate` over every row of each series' market frame,
-    at the bars of `aligned` (0 for a market without funding)."""
-    cumulative = {series: pd.DataFrame({"cumulative": np.cumsum(market[series]["funding_rate"].to_numpy(np.float64))
-                                        if "funding_rate" in market[series].columns else np.zeros(len(market[series]))},
-                                       index=market[series].index)
-                  for series in aligned["series"].unique()}
-    return bar_values(aligned, cumulative, ["cumulative"])["cumulative"]
+def block_codes(predictions: pd.DataFrame) -> np.ndarray:
+    """A code per (series, fold, segment), numbered in order of first appearance."""
+    codes = [pd.factorize(predictions[key], use_na_sentinel=False)[0].astype(np.int64) for key in SEGMENT_KEYS]
+    combined = codes[0]
+    for code in codes[1:]:
+        combined = combined * (int(code.max(initial=0)) + 1) + code
+    return pd.factorize(combined)[0]
+
+
+def _positions_in(frame: pd.DataFrame, timestamps: pd.DatetimeIndex, series: str) -> np.ndarray:
+    where = pd.DatetimeIndex(frame.index).get_indexer(timestamps)
+    if (where < 0).any():
+        raise ValueError(f"market data of {series!r} misses {(where < 0).sum()} bars that have predictions")
+    return where
+
+
+def rows_by_series(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The row positions of each series in `rows`. An aligned frame (with `segment_start`) is cut
+    at its block starts, which is fast on millions of rows; any other frame is grouped."""
+    if "segment_start" not in rows.columns:
+        return {str(k): v for k, v in rows.groupby("series", sort=False, observed=True).indices.items()}
+    starts = np.flatnonzero(rows["segment_start"].to_numpy())
+    stops = np.append(starts[1:], len(rows))
+    by_series: dict[str, list[np.ndarray]] = {}
+    for series, start, stop in zip(rows["series"].iloc[starts], starts, stops, strict=True):
+        by_series.setdefault(str(series), []).append(np.arange(start, stop))
+    return {series: np.concatenate(parts) for series, parts in by_series.items()}
 
 
 def bar_values(rows: pd.DataFrame, market: Mapping[str, pd.DataFrame], columns: Sequence[str],
@@ -86,13 +123,11 @@ def bar_values(rows: pd.DataFrame, market: Mapping[str, pd.DataFrame], columns: 
     missing from the market is an error."""
     values = {name: np.zeros(len(rows)) for name in columns}
     timestamps = pd.DatetimeIndex(rows["timestamp"])
-    for series, where_rows in rows.groupby("series", sort=False, observed=True).indices.items():
+    for series, where_rows in rows_by_series(rows).items():
         if series not in market:
             raise KeyError(f"no market data for series {series!r}; have {sorted(market)}")
         frame = market[series]
-        where = pd.DatetimeIndex(frame.index).get_indexer(timestamps[where_rows])
-        if (where < 0).any():
-            raise ValueError(f"market data of {series!r} misses {(where < 0).sum()} bars that have predictions")
+        where = _positions_in(frame, timestamps[where_rows], series)
         for name in columns:
             if name in frame.columns:
                 values[name][where_rows] = frame[name].to_numpy(dtype=np.float64)[where]
@@ -108,10 +143,8 @@ def trade_positions(aligned: pd.DataFrame, positions: np.ndarray, costs: CostMod
     result = simulate(positions, aligned["open"].to_numpy(), aligned["close"].to_numpy(), costs,
                       aligned["funding_rate"].to_numpy(), segment_starts=aligned["segment_start"].to_numpy(),
                       gap_before=aligned["gap_before"].to_numpy())
-    frame = aligned[["timestamp", *SEGMENT_KEYS]].copy()
-    for name in RESULT_COLUMNS:
-        frame[name] = getattr(result, name)
-    return frame
+    return pd.DataFrame({**{name: aligned[name] for name in ("timestamp", *SEGMENT_KEYS)},
+                         **{name: getattr(result, name) for name in RESULT_COLUMNS}})
 
 
 def bar_lengths_ns(series: pd.Series | np.ndarray) -> np.ndarray:
@@ -131,7 +164,7 @@ def rule_positions(aligned: pd.DataFrame, expected_return: np.ndarray, rule: Tra
     that the volatility at a block's first bar is known)."""
     if rule.flat or aligned.empty:
         return np.zeros(len(aligned))
-    bar_ns = bar_lengths_ns(aligned["series"])
+    bar_ns = aligned["bar_ns"].to_numpy() if "bar_ns" in aligned.columns else bar_lengths_ns(aligned["series"])
     timestamps = pd.DatetimeIndex(aligned["timestamp"]).as_unit("ns").asi8
     size: np.ndarray | float = 1.0
     if rule.target_volatility is not None:
