@@ -120,6 +120,30 @@ def test_every_catalog_entry_is_used_by_a_pipeline(registry, conf_copy) -> None:
 # ------------------------------------------------------------------------------ data folders
 
 
+def test_every_partitioned_output_is_overwritten_so_a_run_holds_only_its_own_series(registry, conf_copy) -> None:
+    # Without overwrite, a run with other ingestion.symbols / .timeframes leaves its partitions behind
+    # and the next run reads series that no longer exist upstream (KeyError: 'ETH_USDT_15m').
+    catalog = config_loader(conf_copy)["catalog"]
+    outputs = set().union(*(pipeline.all_outputs() for pipeline in registry.values()))
+    partitioned = {name for name, entry in catalog.items()
+                   if isinstance(entry, dict) and str(entry.get("type", "")).endswith("PartitionedDataset")}
+    assert {"raw_candles", "candles", "feature_tables", "model_input", "fold_models"} <= partitioned & outputs
+    kept = sorted(name for name in partitioned & outputs if catalog[name].get("overwrite") is not True)
+    assert not kept, f"partitioned outputs that keep earlier runs' partitions: {kept}"
+
+
+@pytest.mark.parametrize("env", [None, "binance"])
+def test_every_catalog_entry_has_the_kedro_viz_layer_of_its_data_folder(conf_copy, env) -> None:
+    catalog = config_loader(conf_copy, env)["catalog"]
+    entries = {name: entry for name, entry in catalog.items() if not name.startswith("_") and isinstance(entry, dict)}
+    assert entries
+    for name, entry in entries.items():
+        layer = ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
+        folder = next(part for part in PurePosixPath(entry.get("filepath") or entry["path"]).parts
+                      if re.match(r"^\d\d_", part))
+        assert layer == folder[3:], f"{name}: kedro-viz layer {layer!r}, data folder {folder}"
+
+
 @pytest.mark.parametrize("env", [None, "binance"])
 def test_every_catalog_path_lies_in_a_data_layer_folder(conf_copy, env) -> None:
     locations = catalog_locations(conf_copy, env)
