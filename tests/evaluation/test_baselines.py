@@ -3,6 +3,8 @@ from training rows."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -108,3 +110,28 @@ def test_logistic_baselines_read_only_each_folds_training_rows() -> None:
     again = fit_logistic_baselines(predictions, changed, layouts, settings, {0, 1})
     np.testing.assert_array_equal(again[("5m", 0)].model.coef_, models[("5m", 0)].model.coef_)
     assert not np.array_equal(again[("5m", 1)].model.coef_, models[("5m", 1)].model.coef_)  # fold 1 trains later
+
+
+def test_logistic_baseline_converges_on_the_projects_correlated_features() -> None:
+    # The 62 features are strongly collinear (several RSI, EMA and volatility windows): lbfgs at
+    # its default 200 iterations stopped short of the optimum ("lbfgs failed to converge").
+    from sklearn.exceptions import ConvergenceWarning
+
+    from trading_engine.data.schema import to_indexed
+    from trading_engine.data.synthetic import generate_candles
+    from trading_engine.features import compute_features, compute_targets
+
+    candles = generate_candles(["BTC/USDT:USDT", "ETH/USDT:USDT"], "5m", pd.Timestamp("2025-01-01", tz="UTC"),
+                               pd.Timestamp("2025-02-05", tz="UTC"), seed=7, signal_strength=0.25)
+    reference = to_indexed(candles["BTC/USDT:USDT"])
+    blocks = []
+    for frame in candles.values():
+        series = to_indexed(frame)
+        blocks.append(pd.concat([compute_features(series, reference), compute_targets(series, [60])], axis=1).iloc[300:])
+    rows = pd.concat(blocks).dropna(subset=["target_binary_60"])
+    features = [column for column in rows.columns if column.startswith("feat_")]
+    assert len(rows) > 15_000 and len(features) > 50
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = LogisticBaseline.fit(rows[features], rows["target_binary_60"].to_numpy())
+    assert model.model is not None and model.model.n_iter_.max() < model.model.max_iter
