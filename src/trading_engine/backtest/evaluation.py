@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from trading_engine.backtest.baselines import (
     LogisticBaseline,
@@ -43,6 +42,7 @@ from trading_engine.backtest.rules import TradingRule, target_positions
 from trading_engine.backtest.selection import thresholds_by_fold
 from trading_engine.data.schema import parse_series_key, timeframe_to_milliseconds
 from trading_engine.params import known_params
+from trading_engine.progress import tqdm
 from trading_engine.training.splits import Segment
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from trading_engine.data.schema import (
     CANDLE_COLUMNS,
@@ -40,6 +39,7 @@ from trading_engine.data.schema import (
 from trading_engine.data.storage import SeriesStore
 from trading_engine.exchange.client import ExchangeClient
 from trading_engine.exchange.history import candle_pages, funding_rate_pages
+from trading_engine.progress import tqdm
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_GAPS = 100

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from trading_engine.backtest.costs import CostModel
 from trading_engine.backtest.metrics import sharpe_daily_annualised
@@ -38,6 +37,7 @@ from trading_engine.models import (
     multitask_loss,
 )
 from trading_engine.params import known_params
+from trading_engine.progress import tqdm
 from trading_engine.training.fold_model import FoldModel, autocast, prediction_frame
 from trading_engine.training.scaling import RobustScaler, robust_scale
 from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, Segment, make_fold_layout
