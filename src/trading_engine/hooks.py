@@ -1,10 +1,13 @@
-"""Project hooks: at the end of every `kedro run`, log where the run's outputs are.
+"""Project hooks, registered in `settings.py` (`HOOKS`).
 
-Registered in `settings.py` (`HOOKS`). Kedro calls `after_pipeline_run` once a run succeeded; it
-logs the files of the datasets the run saved (the outputs of the pipeline that ran, after
-`--pipelines`, `--nodes`, ... filtering), grouped by the data layer they lie in
-(`08_reporting`, ...), so the last lines of a run say where to look. Datasets held in memory are
-not listed (they are not kept).
+- `ParameterHooks`: before the first node runs, every settings object the run's pipelines build
+  from parameters is built once (trading_engine.parameter_checks), so a typo or a bad value fails
+  in seconds with one message; a single `--params` value for a list parameter
+  (`ingestion.symbols=XRP/USDT:USDT`) becomes a one-element list.
+- `OutputLocationHooks`: once a run succeeded, `after_pipeline_run` logs the files of the datasets
+  the run saved (the outputs of the pipeline that ran, after `--pipelines`, `--nodes`, ...
+  filtering), grouped by the data layer they lie in (`08_reporting`, ...), so the last lines of a
+  run say where to look. Datasets held in memory are not listed (they are not kept).
 """
 
 from __future__ import annotations
@@ -72,6 +75,34 @@ def format_outputs(grouped: dict[str, list[str]]) -> str:
         lines.append(f"  {layer}")
         lines.extend(f"    {entry}" for entry in entries)
     return "\n".join(lines)
+
+
+def configured_parameters(config_loader: Any) -> dict[str, Any]:
+    """The parameters of the configuration files, without the run's `--params`."""
+    runtime = config_loader.runtime_params
+    config_loader.runtime_params = {}
+    try:
+        return config_loader["parameters"]
+    finally:
+        config_loader.runtime_params = runtime
+
+
+class ParameterHooks:
+    """Checks every parameter section the run reads before its first node runs."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from trading_engine.parameter_checks import single_values_as_lists
+
+        loader = context.config_loader
+        if getattr(loader, "runtime_params", None):
+            loader.runtime_params = single_values_as_lists(loader.runtime_params, configured_parameters(loader))
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from trading_engine.parameter_checks import check_parameters, sections_read
+
+        check_parameters(catalog.load("parameters"), sections_read(pipeline.inputs()))
 
 
 class OutputLocationHooks:

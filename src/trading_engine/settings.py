@@ -4,14 +4,15 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from trading_engine.hooks import OutputLocationHooks
+from trading_engine.hooks import OutputLocationHooks, ParameterHooks
 
 # Kedro 1.7's config loader calls OmegaConf.register_new_resolver(), which OmegaConf deprecates
 # with a UserWarning on every session; it is Kedro's to change, not ours, so it is not shown.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-# The end of every run logs where its outputs are (trading_engine/hooks.py).
-HOOKS = (OutputLocationHooks(),)
+# Parameters are checked before the first node runs; the end of every run logs where its outputs
+# are (trading_engine/hooks.py).
+HOOKS = (ParameterHooks(), OutputLocationHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
