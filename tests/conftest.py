@@ -53,13 +53,12 @@ def make_test_project(tmp_path: Path, parameters: dict) -> Path:
 
 
 # The demo run of `demo_project`: the default pipeline on the offline synthetic data, shrunk to
-# seconds (one short epoch, two folds, fewer random baselines). The outputs have every dataset
-# and column of a full run; only the numbers are from a smaller model.
+# seconds (one short epoch, two folds, fewer random baselines); its output is a pipe, as in CI.
+# The outputs have every dataset and column of a full run; only the numbers are from a smaller model.
 DEMO_RUN_PARAMS = {
     "training.max_epochs": 1,
     "training.max_samples_per_epoch": 1024,
     "training.folds.n_folds": 2,
-    "training.progress": "false",
     "evaluation.settings.random_seeds": 20,
     "evaluation.settings.logistic_max_train_rows": 20000,
 }
