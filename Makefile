@@ -32,8 +32,11 @@ bench: setup
 	$(BIN)/pip install -q -e ".[dev,bench]" 2>&1 | grep -v "is ignored: it is neither" || true
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
+# kedro-viz on http://127.0.0.1:$(VIZ_PORT); Ctrl-C or SIGTERM stops it and its uvicorn child
+# (trading_engine/serve.py). One pipeline: http://127.0.0.1:$(VIZ_PORT)/?pid=evaluation
+VIZ_PORT ?= 4141
 viz: setup
-	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141
+	$(BIN)/python -m trading_engine.serve $(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT)
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete

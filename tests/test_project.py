@@ -201,6 +201,11 @@ def test_viz_build_shows_every_pipeline_with_its_datasets(registry, tmp_path) ->
         tasks = {node["name"] for node in graph["nodes"] if node["type"] == "task"}
         assert shown == pipeline_datasets(pipeline), name
         assert tasks == {node.name for node in pipeline.nodes}, name
+    # The layer bands: every stored dataset in its layer, in the order data flows.
+    layers = {node["name"]: node.get("layer") for node in main["nodes"] if node["type"] == "data"}
+    assert {name for name, layer in layers.items() if layer is None} <= MEMORY_DATASETS
+    assert set(main["layers"]) == set(layers.values()) - {None}
+    assert main["layers"][0] == "raw" and main["layers"][-1] == "reporting"
     default = json.loads((api / "pipelines" / "__default__").read_text())
     names = {node["name"] for node in default["nodes"]}
     assert {"raw_candles", "candles", "model_input", "predictions", "backtest_metrics",
@@ -233,7 +238,9 @@ def test_compose_has_the_services_and_ports(compose) -> None:
     assert "kedro viz run --host 0.0.0.0 --port 4141" in command_text(services["viz"])
     assert "--host 0.0.0.0 --port 8080" in command_text(services["optuna-dashboard"])
     assert services["postgres"]["image"].startswith("postgres:16")
-    assert "4141" in (PROJECT_ROOT / "Makefile").read_text().split("\nviz:")[1].split("\n\n")[0]
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert re.search(r"^VIZ_PORT \?= 4141$", makefile, re.MULTILINE)
+    assert "--port $(VIZ_PORT)" in makefile.split("\nviz:")[1].split("\n\n")[0]
 
 
 def test_compose_runs_registered_pipelines_on_the_shared_postgres_study(compose, registry) -> None:

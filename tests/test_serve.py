@@ -1,0 +1,98 @@
+"""`make viz` (trading_engine/serve.py): Ctrl-C or SIGTERM stops kedro-viz and its uvicorn child;
+nothing is left on the port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def process_groups() -> dict[int, int]:
+    """pid -> process group of every process on the machine."""
+    groups = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            groups[int(stat.parent.name)] = int(fields[2])
+    return groups
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_until(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("make") is None, reason="needs Linux and make")
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_make_viz_stops_the_server_and_its_child(stop: str, tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "viz.log").open("w")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    make = subprocess.Popen(["make", "-s", "viz", f"VIZ_PORT={port}"], cwd=PROJECT_ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_until(lambda: answers(port), 180), (tmp_path / "viz.log").read_text()[-3000:]
+        viz = next(pid for pid in process_groups() if "viz run" in command_line(pid) and f"--port {port}" in command_line(pid))
+        server_group = process_groups()[viz]
+        assert len([pid for pid, group in process_groups().items() if group == server_group]) >= 2  # uvicorn's child too
+
+        if stop == "ctrl-c":
+            os.killpg(make.pid, signal.SIGINT)  # what a terminal sends to its foreground group
+        else:
+            make.send_signal(signal.SIGTERM)
+        make.wait(timeout=60)
+
+        assert wait_until(lambda: server_group not in process_groups().values(), 30), \
+            [command_line(pid) for pid, group in process_groups().items() if group == server_group]
+        assert not listening(port)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+        for pid, group in process_groups().items():
+            if f"--port {port}" in command_line(pid):
+                os.killpg(group, signal.SIGKILL)
