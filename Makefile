@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 # The CPU wheel keeps the virtual environment small; set TORCH_SPEC=torch for a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 export KEDRO_DISABLE_TELEMETRY := true
+export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup bench viz clean-data
+.PHONY: run test setup bench viz mlflow clean-data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,12 @@ bench: setup
 VIZ_PORT ?= 4141
 viz: setup
 	$(BIN)/python -m trading_engine.serve $(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT)
+
+# The MLflow UI on the runs every `kedro run` logs (conf/base/tracking.yml, docs/tracking.md):
+# http://127.0.0.1:$(MLFLOW_PORT); Ctrl-C stops it and its workers.
+MLFLOW_PORT ?= 5000
+mlflow: setup
+	$(BIN)/python -m trading_engine.serve $(BIN)/python -m trading_engine.tracking ui --port $(MLFLOW_PORT)
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow run tracking is off for the suite's runs; the demo run and tests/test_tracking.py switch it on.
+os.environ.setdefault("TRADING_ENGINE_TRACKING", "0")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Real Binance candles live beside the project (never in it): ../shared/data
@@ -80,9 +83,11 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
-def kedro_command(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`kedro ARGS` run in `project` with this interpreter; fails the test with the log on error."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+def kedro_command(project: Path, *args: str, timeout: float = 600,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`kedro ARGS` run in `project` with this interpreter (`env`: extra environment variables);
+    fails the test with the log on error."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200", **(env or {})}
     env.pop("KEDRO_LOGGING_CONFIG", None)
     result = subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env,
                             capture_output=True, text=True, timeout=timeout)
@@ -94,10 +99,10 @@ def kedro_command(project: Path, *args: str, timeout: float = 600) -> subprocess
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project in which `kedro run` (the default pipeline, base env) has run once
-    per test session, with DEMO_RUN_PARAMS; its log is demo_run.log. Tests read its data/ and
-    must not change it."""
+    per test session, with DEMO_RUN_PARAMS and MLflow tracking on, as for a user; its log is
+    demo_run.log. Tests read its data/ and must not change it."""
     project = copy_project(tmp_path_factory.mktemp("demo") / "trading_engine")
     params = ",".join(f"{key}={value}" for key, value in DEMO_RUN_PARAMS.items())
-    result = kedro_command(project, "run", "--params", params)
+    result = kedro_command(project, "run", "--params", params, env={"TRADING_ENGINE_TRACKING": "1"})
     (project / "demo_run.log").write_text(result.stdout + result.stderr)
     return project

@@ -1,5 +1,5 @@
-"""`make viz` (trading_engine/serve.py): Ctrl-C or SIGTERM stops kedro-viz and its uvicorn child;
-nothing is left on the port."""
+"""`make viz` and `make mlflow` (trading_engine/serve.py): Ctrl-C or SIGTERM stops the server and
+every child it started (kedro-viz's uvicorn, MLflow's workers); nothing is left on the port."""
 
 from __future__ import annotations
 
@@ -68,18 +68,20 @@ def wait_until(condition, timeout_s: float) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("make") is None, reason="needs Linux and make")
-@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
-def test_make_viz_stops_the_server_and_its_child(stop: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("target", "server", "stop"), [("viz", "viz run", "ctrl-c"), ("viz", "viz run", "sigterm"),
+                                                      ("mlflow", "mlflow ui", "sigterm")])
+def test_make_server_targets_stop_the_server_and_its_children(target: str, server: str, stop: str,
+                                                              tmp_path: Path) -> None:
     port = free_port()
-    log = (tmp_path / "viz.log").open("w")
+    log = (tmp_path / "server.log").open("w")
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    make = subprocess.Popen(["make", "-s", "viz", f"VIZ_PORT={port}"], cwd=PROJECT_ROOT, env=env,
+    make = subprocess.Popen(["make", "-s", target, f"{target.upper()}_PORT={port}"], cwd=PROJECT_ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        assert wait_until(lambda: answers(port), 180), (tmp_path / "viz.log").read_text()[-3000:]
-        viz = next(pid for pid in process_groups() if "viz run" in command_line(pid) and f"--port {port}" in command_line(pid))
-        server_group = process_groups()[viz]
-        assert len([pid for pid, group in process_groups().items() if group == server_group]) >= 2  # uvicorn's child too
+        assert wait_until(lambda: answers(port), 180), (tmp_path / "server.log").read_text()[-3000:]
+        found = next(pid for pid in process_groups() if server in command_line(pid) and f"--port {port}" in command_line(pid))
+        server_group = process_groups()[found]
+        assert len([pid for pid, group in process_groups().items() if group == server_group]) >= 2  # its children too
 
         if stop == "ctrl-c":
             os.killpg(make.pid, signal.SIGINT)  # what a terminal sends to its foreground group
