@@ -9,7 +9,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup bench viz mlflow clean-data
+.PHONY: run test setup bench viz mlflow docker-wheelhouse docker-smoke clean-data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,18 @@ viz: setup
 MLFLOW_PORT ?= 5000
 mlflow: setup
 	$(BIN)/python -m trading_engine.serve $(BIN)/python -m trading_engine.tracking ui --port $(MLFLOW_PORT)
+
+# Every wheel the image needs, built or downloaded on this machine into docker/wheelhouse, for a
+# `docker build --build-arg WHEELHOUSE=true` that reaches no package index (docs/docker.md).
+docker-wheelhouse: setup
+	$(BIN)/pip wheel -q --wheel-dir docker/wheelhouse "setuptools>=68" wheel "$(TORCH_SPEC)" ".[docker]" 2>&1 \
+		| grep -v "is ignored: it is neither" || true
+	rm -f docker/wheelhouse/trading_engine-*.whl
+
+# Build the images and run every compose service for real, then clean up (docker/smoke.sh). Not
+# part of `make test`: it needs Docker, about 6 GB of disk and several minutes.
+docker-smoke: docker-wheelhouse
+	bash docker/smoke.sh
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete
