@@ -3,9 +3,9 @@
 Kedro picks up `cli` here and lets its `run` replace the built-in one. It takes every option of
 Kedro's `run` (the same click options) and adds `--verbose`. The run itself is Kedro's.
 
-- A mistake in what the user asked for (a parameter no pipeline can use: `ParameterError`; a
-  pipeline that does not exist: Kedro's "Did you mean ..." message) ends the command with that
-  message alone and exit status 1, without a traceback.
+- A mistake in what the user asked for (a `trading_engine.errors.UserError`, such as a parameter no
+  pipeline can use; a pipeline that does not exist: Kedro's "Did you mean ..." message) ends the
+  command with that message alone and exit status 1, without a traceback.
 - `--verbose` (or TRADING_ENGINE_VERBOSE=1) shows the traceback of such errors too, and Kedro's
   per-dataset and per-node lines ("Loading data from ...", "Running node: ...", "Completed 3 out
   of 19 tasks"), which conf/logging.yml otherwise keeps below the console's level.
@@ -22,7 +22,7 @@ from typing import Any
 import click
 from kedro.framework.cli.project import run as kedro_run
 
-from trading_engine.parameter_checks import UserError
+from trading_engine.errors import UserError
 
 VERBOSE_VARIABLE = "TRADING_ENGINE_VERBOSE"
 # Kedro's ValueError for `--pipelines <a name that is not registered>` (KedroSession.run).

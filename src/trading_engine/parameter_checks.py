@@ -12,7 +12,7 @@ tuning SearchSpace) or the public function that reads it (the model configs, ing
 No field list is copied here: a new field, a renamed one or a new rule in a class's
 `__post_init__` is checked without a change to this module. Where a check has a settings
 dataclass, its field types (read from the class) turn "'<' not supported between 'str' and 'int'"
-into "training.max_epochs = 'abc' is not an integer".
+into "training.max_epochs: 'abc' is not an integer".
 
 Only the checks whose sections the run's pipeline reads (`params:...` inputs) run, so
 `--pipelines ingestion` is not held up by a training typo.
@@ -36,6 +36,7 @@ from trading_engine.backtest import CostModel, TradingRule
 from trading_engine.backtest.evaluation import EvaluationSettings
 from trading_engine.backtest.selection import SELECTION_METRICS, select_confidence_thresholds
 from trading_engine.data.schema import normalise_symbol, timeframe_to_milliseconds
+from trading_engine.errors import UserError
 from trading_engine.exchange import DownloadSettings, RetryPolicy
 from trading_engine.features import compute_targets
 from trading_engine.models import MODELS, build_model
@@ -45,11 +46,6 @@ from trading_engine.training.splits import FoldSettings
 from trading_engine.tuning import SearchSpace, TuningSettings, trial_training_params
 
 MISSING = object()
-
-
-class UserError(ValueError):
-    """A mistake in what the user asked for: `kedro run` shows its message alone, without a
-    traceback (trading_engine/cli.py)."""
 
 
 class ParameterError(UserError):
