@@ -4,6 +4,7 @@ every child it started (kedro-viz's uvicorn, MLflow's workers); nothing is left 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,9 +20,15 @@ from tests.conftest import PROJECT_ROOT
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below the ephemeral range (kedro-viz refuses ports above 49151)."""
+    for port in random.Random(os.getpid()).sample(range(20000, 32000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def answers(port: int) -> bool:
@@ -68,8 +75,8 @@ def wait_until(condition, timeout_s: float) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("make") is None, reason="needs Linux and make")
-@pytest.mark.parametrize(("target", "server", "stop"), [("viz", "viz run", "ctrl-c"), ("viz", "viz run", "sigterm"),
-                                                      ("mlflow", "mlflow ui", "sigterm")])
+# SIGTERM to make left kedro-viz's uvicorn child on the port before; Ctrl-C is the other way to stop.
+@pytest.mark.parametrize(("target", "server", "stop"), [("viz", "viz run", "sigterm"), ("mlflow", "mlflow ui", "ctrl-c")])
 def test_make_server_targets_stop_the_server_and_its_children(target: str, server: str, stop: str,
                                                               tmp_path: Path) -> None:
     port = free_port()
@@ -78,7 +85,8 @@ def test_make_server_targets_stop_the_server_and_its_children(target: str, serve
     make = subprocess.Popen(["make", "-s", target, f"{target.upper()}_PORT={port}"], cwd=PROJECT_ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        assert wait_until(lambda: answers(port), 180), (tmp_path / "server.log").read_text()[-3000:]
+        assert wait_until(lambda: answers(port) or make.poll() is not None, 180) and make.poll() is None, \
+            (tmp_path / "server.log").read_text()[-3000:]
         found = next(pid for pid in process_groups() if server in command_line(pid) and f"--port {port}" in command_line(pid))
         server_group = process_groups()[found]
         assert len([pid for pid, group in process_groups().items() if group == server_group]) >= 2  # its children too

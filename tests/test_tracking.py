@@ -89,7 +89,7 @@ def test_tuning_logs_one_nested_run_per_trial(tmp_path: Path, monkeypatch) -> No
                       "end": "2025-04-11", "download": {"progress": False}},
         "features": {"targets": {"horizons": [5]}},
         "training": TINY_TRAINING,
-        "tuning": {"storage": f"sqlite:///{tmp_path / 'study.db'}", "study_name": "tiny", "n_trials": 3,
+        "tuning": {"storage": f"sqlite:///{tmp_path / 'study.db'}", "study_name": "tiny", "n_trials": 2,
                    "n_startup_trials": 2, "trial_training": {}, "search_space": TINY_SPACE},
     }
     project = make_test_project(tmp_path, parameters)
@@ -103,7 +103,7 @@ def test_tuning_logs_one_nested_run_per_trial(tmp_path: Path, monkeypatch) -> No
     [parent] = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     trials = sorted((run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
                     key=lambda run: int(run.data.tags["trial.number"]))
-    assert parent.info.status == "FINISHED" and len(trials) == 3 and len(runs) == 4
+    assert parent.info.status == "FINISHED" and len(trials) == 2 and len(runs) == 3
     import optuna
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
