@@ -212,6 +212,13 @@ def test_viz_build_shows_every_pipeline_with_its_datasets(registry, tmp_path) ->
             "backtest_equity_curves_plot", "backtest_calibration_plot"} <= names
 
 
+def test_the_readme_gives_each_pipelines_kedro_viz_url(registry) -> None:
+    # The default view draws every pipeline at 32 % zoom; one pipeline is readable.
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name in set(registry) - {"__default__"}:
+        assert f"http://127.0.0.1:4141/?pid={name}" in readme, name
+
+
 # ------------------------------------------------------------------------------ Docker
 
 
