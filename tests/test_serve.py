@@ -3,6 +3,7 @@ every child it started (kedro-viz's uvicorn, MLflow's workers); nothing is left 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -84,6 +85,7 @@ def test_make_server_targets_stop_the_server_and_its_children(target: str, serve
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
     make = subprocess.Popen(["make", "-s", target, f"{target.upper()}_PORT={port}"], cwd=PROJECT_ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server_group = None
     try:
         assert wait_until(lambda: answers(port) or make.poll() is not None, 180) and make.poll() is None, \
             (tmp_path / "server.log").read_text()[-3000:]
@@ -100,9 +102,10 @@ def test_make_server_targets_stop_the_server_and_its_children(target: str, serve
         assert wait_until(lambda: server_group not in process_groups().values(), 30), \
             [command_line(pid) for pid, group in process_groups().items() if group == server_group]
         assert not listening(port)
-    finally:
+    finally:  # whatever happened, nothing of this test stays behind
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
-        for pid, group in process_groups().items():
-            if f"--port {port}" in command_line(pid):
+        groups = {group for pid, group in process_groups().items() if f"--port {port}" in command_line(pid)}
+        for group in groups | ({server_group} if server_group else set()):
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
