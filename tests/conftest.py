@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow run tracking is off for the suite's runs; the demo run and tests/test_tracking.py switch it on.
+os.environ.setdefault("TRADING_ENGINE_TRACKING", "0")
 
 # The loopback exchange and archive servers and the candles they serve (sources and ingestion tests).
 pytest_plugins = ["tests.sources.fixtures"]
@@ -57,14 +60,13 @@ def make_test_project(tmp_path: Path, parameters: dict) -> Path:
 
 # The demo run of `demo_project`: the default pipeline on the offline synthetic data, shrunk to
 # seconds (60 days instead of the demo's year, one short epoch, two folds, fewer random baselines
-# and bootstrap resamples). The outputs have every dataset and column of a full run; only the
-# numbers are from a smaller model on less data.
+# and bootstrap resamples); its output is a pipe, as in CI. The outputs have every dataset and
+# column of a full run; only the numbers are from a smaller model on less data.
 DEMO_RUN_PARAMS = {
     "ingestion.end": "2025-03-02",
     "training.max_epochs": 1,
     "training.max_samples_per_epoch": 1024,
     "training.folds.n_folds": 2,
-    "training.progress": "false",
     "evaluation.settings.random_seeds": 20,
     "evaluation.settings.baseline_max_train_rows": 20000,
     "evaluation.settings.bootstrap_resamples": 200,
@@ -87,9 +89,11 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
-def kedro_command(project: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`kedro ARGS` run in `project` with this interpreter; fails the test with the log on error."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+def kedro_command(project: Path, *args: str, timeout: float = 600,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`kedro ARGS` run in `project` with this interpreter (`env`: extra environment variables);
+    fails the test with the log on error."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200", **(env or {})}
     env.pop("KEDRO_LOGGING_CONFIG", None)
     result = subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env,
                             capture_output=True, text=True, timeout=timeout)
@@ -101,10 +105,10 @@ def kedro_command(project: Path, *args: str, timeout: float = 600) -> subprocess
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project in which `kedro run` (the default pipeline, base env) has run once
-    per test session, with DEMO_RUN_PARAMS; its log is demo_run.log. Tests read its data/ and
-    must not change it."""
+    per test session, with DEMO_RUN_PARAMS and MLflow tracking on, as for a user; its log is
+    demo_run.log. Tests read its data/ and must not change it."""
     project = copy_project(tmp_path_factory.mktemp("demo") / "trading_engine")
     params = ",".join(f"{key}={value}" for key, value in DEMO_RUN_PARAMS.items())
-    result = kedro_command(project, "run", "--params", params)
+    result = kedro_command(project, "run", "--params", params, env={"TRADING_ENGINE_TRACKING": "1"})
     (project / "demo_run.log").write_text(result.stdout + result.stderr)
     return project

@@ -120,6 +120,30 @@ def test_every_catalog_entry_is_used_by_a_pipeline(registry, conf_copy) -> None:
 # ------------------------------------------------------------------------------ data folders
 
 
+def test_every_partitioned_output_is_overwritten_so_a_run_holds_only_its_own_series(registry, conf_copy) -> None:
+    # Without overwrite, a run with other ingestion.symbols / .timeframes leaves its partitions behind
+    # and the next run reads series that no longer exist upstream (KeyError: 'ETH_USDT_15m').
+    catalog = config_loader(conf_copy)["catalog"]
+    outputs = set().union(*(pipeline.all_outputs() for pipeline in registry.values()))
+    partitioned = {name for name, entry in catalog.items()
+                   if isinstance(entry, dict) and str(entry.get("type", "")).endswith("PartitionedDataset")}
+    assert {"raw_candles", "candles", "feature_tables", "model_input", "fold_models"} <= partitioned & outputs
+    kept = sorted(name for name in partitioned & outputs if catalog[name].get("overwrite") is not True)
+    assert not kept, f"partitioned outputs that keep earlier runs' partitions: {kept}"
+
+
+@pytest.mark.parametrize("env", [None, "binance"])
+def test_every_catalog_entry_has_the_kedro_viz_layer_of_its_data_folder(conf_copy, env) -> None:
+    catalog = config_loader(conf_copy, env)["catalog"]
+    entries = {name: entry for name, entry in catalog.items() if not name.startswith("_") and isinstance(entry, dict)}
+    assert entries
+    for name, entry in entries.items():
+        layer = ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
+        folder = next(part for part in PurePosixPath(entry.get("filepath") or entry["path"]).parts
+                      if re.match(r"^\d\d_", part))
+        assert layer == folder[3:], f"{name}: kedro-viz layer {layer!r}, data folder {folder}"
+
+
 @pytest.mark.parametrize("env", [None, "binance"])
 def test_every_catalog_path_lies_in_a_data_layer_folder(conf_copy, env) -> None:
     locations = catalog_locations(conf_copy, env)
@@ -177,10 +201,22 @@ def test_viz_build_shows_every_pipeline_with_its_datasets(registry, tmp_path) ->
         tasks = {node["name"] for node in graph["nodes"] if node["type"] == "task"}
         assert shown == pipeline_datasets(pipeline), name
         assert tasks == {node.name for node in pipeline.nodes}, name
+    # The layer bands: every stored dataset in its layer, in the order data flows.
+    layers = {node["name"]: node.get("layer") for node in main["nodes"] if node["type"] == "data"}
+    assert {name for name, layer in layers.items() if layer is None} <= MEMORY_DATASETS
+    assert set(main["layers"]) == set(layers.values()) - {None}
+    assert main["layers"][0] == "raw" and main["layers"][-1] == "reporting"
     default = json.loads((api / "pipelines" / "__default__").read_text())
     names = {node["name"] for node in default["nodes"]}
     assert {"raw_candles", "candles", "model_input", "predictions", "backtest_metrics",
             "backtest_equity_curves_plot", "backtest_calibration_plot"} <= names
+
+
+def test_the_readme_gives_each_pipelines_kedro_viz_url(registry) -> None:
+    # The default view draws every pipeline at 32 % zoom; one pipeline is readable.
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name in set(registry) - {"__default__"}:
+        assert f"http://127.0.0.1:4141/?pid={name}" in readme, name
 
 
 # ------------------------------------------------------------------------------ Docker
@@ -203,13 +239,17 @@ def command_text(service: dict) -> str:
 
 def test_compose_has_the_services_and_ports(compose) -> None:
     services = compose["services"]
-    assert set(services) == {"pipeline", "tuning", "viz", "optuna-dashboard", "postgres"}
-    assert services["viz"]["ports"] == ["4141:4141"]
-    assert services["optuna-dashboard"]["ports"] == ["8080:8080"]
+    assert set(services) == {"pipeline", "tuning", "viz", "optuna-dashboard", "mlflow", "postgres", "study-storage"}
+    assert [compose_defaults(port) for port in services["viz"]["ports"]] == ["4141:4141"]
+    assert [compose_defaults(port) for port in services["optuna-dashboard"]["ports"]] == ["8080:8080"]
+    assert [compose_defaults(port) for port in services["mlflow"]["ports"]] == ["5000:5000"]
     assert "kedro viz run --host 0.0.0.0 --port 4141" in command_text(services["viz"])
     assert "--host 0.0.0.0 --port 8080" in command_text(services["optuna-dashboard"])
-    assert services["postgres"]["image"].startswith("postgres:16")
-    assert "4141" in (PROJECT_ROOT / "Makefile").read_text().split("\nviz:")[1].split("\n\n")[0]
+    assert "trading_engine.tracking ui --host 0.0.0.0 --port 5000" in command_text(services["mlflow"])
+    assert compose_defaults(services["postgres"]["image"]) == "postgres:16"
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert re.search(r"^VIZ_PORT \?= 4141$", makefile, re.MULTILINE)
+    assert "--port $(VIZ_PORT)" in makefile.split("\nviz:")[1].split("\n\n")[0]
 
 
 def test_compose_runs_registered_pipelines_on_the_shared_postgres_study(compose, registry) -> None:
@@ -231,11 +271,15 @@ def test_compose_runs_registered_pipelines_on_the_shared_postgres_study(compose,
     # Kedro's --params parser keeps the URL whole.
     parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"tuning.storage={storage}"]))
     assert parsed == {"tuning": {"storage": storage}}
-    # PostgreSQL keeps its data in a named volume; the app services wait for it to be healthy.
+    # PostgreSQL keeps its data in a named volume; the study's tables are created once it is
+    # healthy, and everything that reads the study waits for them (the dashboard restarted on
+    # `relation "version_info" does not exist` before).
     volume = services["postgres"]["volumes"][0].split(":")
     assert volume[0] in compose["volumes"] and volume[1] == "/var/lib/postgresql/data"
+    assert services["study-storage"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "open_storage(os.environ['OPTUNA_STORAGE'])" in command_text(services["study-storage"])
     for name in ("pipeline", "tuning", "optuna-dashboard"):
-        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert services[name]["depends_on"]["study-storage"]["condition"] == "service_completed_successfully"
     assert services["tuning"]["depends_on"]["pipeline"]["condition"] == "service_completed_successfully"
 
 
@@ -247,17 +291,39 @@ def test_compose_and_dockerfile_agree_on_paths(compose) -> None:
     host, container = app["volumes"][0].split(":")[:2]
     assert host == "./data" and (PROJECT_ROOT / "data").is_dir()
     assert container == f"{workdir}/data"
-    for name in ("pipeline", "tuning", "viz", "optuna-dashboard"):
+    for name in ("pipeline", "tuning", "viz", "optuna-dashboard", "mlflow", "study-storage"):
         assert compose["services"][name]["image"] == app["image"]
     assert "TORCH_VARIANT" in app["build"]["args"] and re.search(r"^ARG TORCH_VARIANT=cpu$", dockerfile, re.MULTILINE)
-    assert dockerfile.startswith("#") and re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
-    assert "KEDRO_DISABLE_TELEMETRY=true" in dockerfile
-    assert re.search(r"^USER trader$", dockerfile, re.MULTILINE)
-    assert re.search(r"^EXPOSE 4141 8080$", dockerfile, re.MULTILINE)
+    # The default for users: the official slim image and the package indexes.
+    assert dockerfile.startswith("#") and re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", dockerfile, re.MULTILINE)
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE) == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    assert re.search(r"^ARG WHEELHOUSE=false$", dockerfile, re.MULTILINE)
+    assert compose_defaults(app["build"]["args"]["WHEELHOUSE"]) == "false"
+    assert compose_defaults(app["build"]["args"]["BASE_IMAGE"]) == "python:3.11-slim"
+    assert "KEDRO_DISABLE_TELEMETRY=true" in dockerfile and "MLFLOW_DISABLE_TELEMETRY=true" in dockerfile
+    # The entrypoint takes the owner of the mounted data/ and drops root.
+    assert re.search(r'^ENTRYPOINT \["trading-engine-entrypoint"\]$', dockerfile, re.MULTILINE)
+    entrypoint = (PROJECT_ROOT / "docker" / "entrypoint.sh").read_text()
+    assert 'stat -c %u "$app/data"' in entrypoint and "exec setpriv --reuid" in entrypoint
+    assert re.search(r"^EXPOSE 4141 8080 5000$", dockerfile, re.MULTILINE)
     ignored = {line.strip() for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
-    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.MULTILINE):
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.MULTILINE):
         for path in source.split():
             assert (PROJECT_ROOT / path).exists() and path not in ignored, path
     # Kedro finds the logging configuration at conf/logging.yml, from the working directory.
     assert (PROJECT_ROOT / "conf" / "logging.yml").is_file()
+
+
+def test_the_smoke_run_changes_only_the_data_folder_and_the_run_lengths(compose) -> None:
+    smoke = yaml.safe_load((PROJECT_ROOT / "docker" / "smoke.compose.yml").read_text())
+    app_services = {name for name, service in compose["services"].items() if service.get("image") == "trading-engine:latest"}
+    assert set(smoke["services"]) == app_services
+    for name, service in smoke["services"].items():
+        assert set(service) <= {"volumes", "command"}, name
+        assert service["volumes"] == ["${SMOKE_DATA:?SMOKE_DATA}:/home/trader/app/data"]
+    for name in ("pipeline", "tuning"):
+        assert "tuning.storage=$${OPTUNA_STORAGE}" in command_text(smoke["services"][name])
+        assert command_text(smoke["services"][name]).startswith(command_text(compose["services"][name]).rstrip('"'))
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert "docker-smoke" not in makefile.split("\ntest:")[1].split("\n\n")[0]  # kept out of `make test`

@@ -1,16 +1,23 @@
-"""Project hooks: at the end of every `kedro run`, log where the run's outputs are.
+"""Project hooks, registered in `settings.py` (`HOOKS`).
 
-Registered in `settings.py` (`HOOKS`). Kedro calls `after_pipeline_run` once a run succeeded; it
-logs the files of the datasets the run saved (the outputs of the pipeline that ran, after
-`--pipelines`, `--nodes`, ... filtering), grouped by the data layer they lie in
-(`08_reporting`, ...), so the last lines of a run say where to look. Datasets held in memory are
-not listed (they are not kept).
+- `ParameterHooks`: before the first node runs, every settings object the run's pipelines build
+  from parameters is built once (trading_engine.parameter_checks), so a typo or a bad value fails
+  in seconds with one message; a single `--params` value for a list parameter
+  (`ingestion.symbols=XRP/USDT:USDT`) becomes a one-element list.
+- `TrackingHooks`: every run is an MLflow run (trading_engine.tracking, conf/<env>/tracking.yml):
+  its parameters, the headline metrics, the reports, plots and checkpoints, one nested run per
+  tuning trial.
+- `OutputLocationHooks`: once a run succeeded, `after_pipeline_run` logs the files of the datasets
+  the run saved (the outputs of the pipeline that ran, after `--pipelines`, `--nodes`, ...
+  filtering), grouped by the data layer they lie in (`08_reporting`, ...), so the last lines of a
+  run say where to look. Datasets held in memory are not listed (they are not kept).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path, PurePath
@@ -74,6 +81,34 @@ def format_outputs(grouped: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
+def configured_parameters(config_loader: Any) -> dict[str, Any]:
+    """The parameters of the configuration files, without the run's `--params`."""
+    runtime = config_loader.runtime_params
+    config_loader.runtime_params = {}
+    try:
+        return config_loader["parameters"]
+    finally:
+        config_loader.runtime_params = runtime
+
+
+class ParameterHooks:
+    """Checks every parameter section the run reads before its first node runs."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from trading_engine.parameter_checks import single_values_as_lists
+
+        loader = context.config_loader
+        if getattr(loader, "runtime_params", None):
+            loader.runtime_params = single_values_as_lists(loader.runtime_params, configured_parameters(loader))
+
+    @hook_impl(tryfirst=True)  # before any other hook starts work for a run that will not happen
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from trading_engine.parameter_checks import check_parameters, sections_read
+
+        check_parameters(catalog.load("parameters"), sections_read(pipeline.inputs()))
+
+
 class OutputLocationHooks:
     """Logs, at the end of a run, the files of the datasets it saved."""
 
@@ -84,3 +119,91 @@ class OutputLocationHooks:
         grouped = outputs_by_layer(pipeline.all_outputs(), catalog, Path(project_path) if project_path else None)
         if grouped:
             logger.info("Outputs of this run, by data layer:\n%s", format_outputs(grouped))
+
+
+def viz_layer(dataset: Any) -> str | None:
+    """The kedro-viz layer of a catalog dataset (`metadata: kedro-viz: layer:`)."""
+    metadata = getattr(dataset, "metadata", None) or {}
+    return (metadata.get("kedro-viz") or {}).get("layer")
+
+
+def stored_outputs(dataset_names: Iterable[str], catalog: Any, layers: Iterable[str]) -> list[tuple[Path, str]]:
+    """(file or folder, layer) of the datasets in `dataset_names` whose kedro-viz layer is one of
+    `layers` and whose file or folder exists."""
+    wanted, found = set(layers), []
+    for name in sorted(dataset_names):
+        if name not in catalog:
+            continue
+        dataset = catalog.get(name)
+        location, layer = dataset_location(dataset), viz_layer(dataset)
+        if location is not None and layer in wanted and Path(location[0]).exists():
+            found.append((Path(location[0]), layer))
+    return found
+
+
+class TrackingHooks:
+    """One MLflow run per `kedro run` (trading_engine.tracking)."""
+
+    def __init__(self) -> None:
+        self._settings: Any = None
+        self._project_path: Path | None = None
+        self._worker: Any = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from kedro.config import MissingConfigException
+
+        from trading_engine.tracking import TrackingSettings
+
+        try:
+            config = context.config_loader["tracking"].get("tracking")
+        except (KeyError, MissingConfigException):
+            config = None
+        self._settings = TrackingSettings.from_config(config)
+        self._project_path = Path(context.project_path)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from trading_engine.tracking import TrackingWorker
+
+        self._worker = None
+        if self._settings is None or not self._settings.enabled:
+            return
+        pipelines = run_params.get("pipeline_names") or ["__default__"]
+        tags = {"kedro.pipelines": ",".join(pipelines), "kedro.env": str(run_params.get("env")),
+                "kedro.session_id": str(run_params.get("run_id")),
+                "kedro.runtime_params": str(run_params.get("runtime_params") or {})}
+        run_name = "+".join(pipelines).replace("__default__", "default")
+        self._worker = TrackingWorker(self._settings, self._project_path, run_name, catalog.load("parameters"), tags)
+        self._worker.start()
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        from trading_engine.tracking import BACKTEST_METRICS, STUDY_TRIALS, headline_metrics
+
+        if self._worker is None:
+            return
+        if dataset_name == BACKTEST_METRICS:
+            self._worker.add_metrics(headline_metrics(data))
+        elif dataset_name == STUDY_TRIALS:
+            self._worker.add_trials(data)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: dict[str, Any], pipeline: Any,
+                           catalog: Any) -> None:
+        self._finish("FINISHED", pipeline, catalog)
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._finish("FAILED", pipeline, catalog, f"{type(error).__name__}: {error}")
+
+    def _finish(self, status: str, pipeline: Any, catalog: Any, error: str | None = None) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        started = time.perf_counter()
+        artifacts = stored_outputs(pipeline.all_outputs(), catalog, worker.settings.artifact_layers)
+        if worker.finish(status, artifacts, error):
+            logger.info("Tracked as MLflow run %s in experiment %r with %d artifacts (the run waited %.1f s for "
+                        "tracking); compare runs with `make mlflow`: %s", worker.result["run_id"],
+                        worker.settings.experiment, len(artifacts), time.perf_counter() - started, worker.run_url())

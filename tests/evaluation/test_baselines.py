@@ -3,6 +3,8 @@ baselines learn only from each fold's training rows, the trend follower targets 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,3 +146,28 @@ def test_trend_following_targets_its_volatility() -> None:
     realised = daily_returns(pd.Series(bars.net_return, index=active.index)).std() * np.sqrt(365)
     # The position is the mean of three trend signs, so it targets 20 % only when they agree.
     assert 0.05 < realised < 0.25
+
+
+def test_logistic_baseline_converges_on_the_projects_correlated_features() -> None:
+    # The 62 features are strongly collinear (several RSI, EMA and volatility windows): lbfgs at
+    # its default 200 iterations stopped short of the optimum ("lbfgs failed to converge").
+    from sklearn.exceptions import ConvergenceWarning
+
+    from trading_engine.data.schema import to_indexed
+    from trading_engine.features import compute_features, compute_targets
+    from trading_engine.sources.synthetic import generate_candles
+
+    candles = generate_candles(["BTC/USDT:USDT", "ETH/USDT:USDT"], "5m", pd.Timestamp("2025-01-01", tz="UTC"),
+                               pd.Timestamp("2025-02-05", tz="UTC"), seed=7, signal_strength=0.25)
+    reference = to_indexed(candles["BTC/USDT:USDT"])
+    blocks = []
+    for frame in candles.values():
+        series = to_indexed(frame)
+        blocks.append(pd.concat([compute_features(series, reference), compute_targets(series, [60])], axis=1).iloc[300:])
+    rows = pd.concat(blocks).dropna(subset=["target_binary_60"])
+    features = [column for column in rows.columns if column.startswith("feat_")]
+    assert len(rows) > 15_000 and len(features) > 50
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = LogisticBaseline.fit(rows[features], rows["target_binary_60"].to_numpy())
+    assert model.model is not None and model.model.n_iter_.max() < model.model.max_iter

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from trading_engine.data.schema import parse_series_key, timeframe_to_milliseconds
 from trading_engine.data.segments import Segment
@@ -32,6 +31,7 @@ from trading_engine.evaluation.baselines import (
 from trading_engine.evaluation.prediction_metrics import prediction_metrics
 from trading_engine.evaluation.selection import RuleSelectionSettings, rules_by_fold, select_rules
 from trading_engine.params import known_params
+from trading_engine.progress import tqdm
 from trading_engine.trading.calendar import DAYS_PER_YEAR, series_bar_length
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.engine import simulate

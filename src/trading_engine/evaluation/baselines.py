@@ -82,7 +82,10 @@ class LogisticBaseline:
         names = tuple(str(c) for c in features.columns)
         if np.unique(went_up).shape[0] < 2:
             return cls(names, scaler, None, float(went_up[0]) if went_up.size else 0.5)
-        model = LogisticRegression(C=regularisation, max_iter=max_iterations)
+        # Newton's method with a Cholesky solve: exact on this L2-penalised problem with many rows
+        # and few (strongly collinear) features, it converges in a few iterations where lbfgs
+        # stopped at max_iter short of the optimum.
+        model = LogisticRegression(C=regularisation, solver="newton-cholesky", max_iter=max_iterations)
         model.fit(cls._scaled(scaler, values), went_up)
         return cls(names, scaler, model, float(went_up.mean()))
 

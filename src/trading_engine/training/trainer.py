@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from trading_engine.data.schema import parse_series_key
 from trading_engine.features.scaling import RobustScaler, robust_scale
@@ -36,6 +35,7 @@ from trading_engine.models import (
     multitask_loss,
 )
 from trading_engine.params import known_params
+from trading_engine.progress import tqdm
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.metrics import sharpe_daily_annualised
 from trading_engine.trading.portfolio import portfolio_returns, strategy_returns

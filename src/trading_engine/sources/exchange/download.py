@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from trading_engine.data.schema import (
     CANDLE_COLUMNS,
@@ -41,6 +40,7 @@ from trading_engine.data.schema import (
     timeframe_to_milliseconds,
 )
 from trading_engine.data.storage import SeriesStore
+from trading_engine.progress import tqdm
 from trading_engine.sources.base import (
     EmptyWindowError,
     SeriesReport,
