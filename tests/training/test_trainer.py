@@ -244,7 +244,7 @@ def test_summary_holds_the_fold_layout_and_is_json(trained):
 
 
 def test_parameter_files_build_the_demo_and_the_binance_configs(project_root):
-    for env, d_model, max_epochs in (("base", 32, 6), ("binance", 128, 100)):
+    for env, d_model, max_epochs in (("base", 32, 4), ("binance", 128, 100)):
         loader = OmegaConfigLoader(str(project_root / "conf"), base_env="base", default_run_env=env,
                                    merge_strategy={"parameters": "soft"})
         config = TrainingConfig.from_params(loader["parameters"]["training"])
