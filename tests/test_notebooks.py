@@ -85,7 +85,8 @@ def test_a_run_without_a_terminal_logs_lines_not_bars_nor_kedros_chatter(demo_pr
     # No progress bar (the run's output is a pipe): one line per epoch instead.
     assert "\r" not in log and "batch/s" not in log and "%|" not in log
     epochs = re.findall(r"fold (\d+): epoch (\d+)/\d+, best=\d+, loss=\S+, val_sharpe=\S+", log)
-    assert {fold for fold, _ in epochs} == {"0", "1"} and ("0", "1") in epochs
+    # Folds 0 and 1, and the holdout's refit (fold 2, no validation).
+    assert {fold for fold, _ in epochs} == {"0", "1", "2"} and ("0", "1") in epochs
     # Kedro's per-dataset and per-node lines are below the console's level (kedro run --verbose).
     for chatter in ("Loading data from", "Saving data to", "Running node:", "Completed node:", "out of 19 tasks"):
         assert chatter not in log, chatter

@@ -108,7 +108,7 @@ def test_typos_and_bad_values_are_named_with_the_valid_choices() -> None:
     assert len(problems) == 1 and "unknown training parameters ['learnin_rate']" in problems[0]
     assert "'learning_rate'" in problems[0]
     problems = parameter_problems(changed(project_parameters(), "ingestion.source", "binance"))
-    assert problems == ["ingestion: unknown source 'binance'; choose one of ['synthetic', 'exchange', 'files']"]
+    assert problems == ["ingestion: unknown source 'binance'; choose one of ['synthetic', 'files', 'exchange', 'archive']"]
 
 
 def test_only_the_sections_the_run_reads_are_checked() -> None:

@@ -49,7 +49,7 @@ def test_pipeline_writes_fold_models_predictions_log_and_summary(project_root, t
     holdout = predictions[predictions["segment"] == "holdout"]
     assert set(holdout["fold"]) == {2}
     refit = FoldModel.from_checkpoint(catalog.load("holdout_model"))
-    assert catalog.load("holdout_model")["epochs"] == summary["folds"][-1]["best_epoch"]
+    assert catalog.load("holdout_model")["epochs"] == summary["folds"][-1]["best_epoch"] == catalog.load("fold_models")["fold_1"]()["best_epoch"]
     again = refit.predict(frames).merge(holdout, on=["series", "timestamp"], suffixes=("_again", ""))
     assert len(again) == len(holdout)
     pd.testing.assert_series_equal(again["prob_up"], again["prob_up_again"], check_names=False, rtol=1e-5)

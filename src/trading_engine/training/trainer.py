@@ -222,7 +222,7 @@ class WalkForwardResult:
         """{"fold_<k>": checkpoint} for the `fold_models` dataset."""
         return {f"fold_{fold.fold.index}": fold.model.to_checkpoint(
                     training_config=self.config.to_dict(), fold_layout=fold.fold.to_dict(),
-                    purge_bars=self.layout.purge_bars)
+                    purge_bars=self.layout.purge_bars, best_epoch=int(fold.best_epoch))
                 for fold in self.folds}
 
     def summary(self) -> dict[str, Any]:

@@ -49,13 +49,19 @@ def train_fold_models(
     return result.checkpoints(), result.predictions, result.training_log, result.summary()
 
 
-def refit_holdout_model(model_input: Partitions, fold_layout: dict[str, Any], training_summary: dict[str, Any],
+def last_fold_epochs(fold_models: Partitions) -> int:
+    """The number of epochs early stopping chose on the last fold (its checkpoint says it)."""
+    last = max(fold_models, key=lambda name: int(name.rsplit("_", 1)[1]))
+    return int(fold_models[last]()["best_epoch"])
+
+
+def refit_holdout_model(model_input: Partitions, fold_layout: dict[str, Any], fold_models: Partitions,
                         training: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
     """The holdout's model: the configuration refitted on every bar before the holdout (purged),
     for the number of epochs early stopping chose on the last fold; and its holdout predictions."""
     config = TrainingConfig.from_params(training)
     layout = FoldLayout.from_dict(fold_layout)
-    epochs = training_summary["folds"][-1]["best_epoch"]
+    epochs = last_fold_epochs(fold_models)
     result = refit_for_holdout(_frames(model_input, config), config, layout, epochs)
     checkpoint = result.model.to_checkpoint(training_config=config.to_dict(),
                                             fold_layout=layout.holdout_refit.to_dict(),

@@ -22,7 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         Node(
             func=nodes.refit_holdout_model,
-            inputs=["model_input", "fold_layout", "training_summary", "params:training"],
+            inputs=["model_input", "fold_layout", "fold_models", "params:training"],
             outputs=["holdout_model", "holdout_predictions"],
             name="refit_holdout_model",
         ),
