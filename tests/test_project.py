@@ -22,7 +22,7 @@ ALL_PIPELINES = {*STUDY_PIPELINES, "tuning", "__default__"}
 # Node outputs deliberately kept in memory (docs/architecture.md, "Datasets in memory").
 MEMORY_DATASETS = {
     "candle_ingestion_report", "funding_ingestion_report", "candle_quality", "funding_quality",
-    "configurations_tried", "tuning_study_trials",
+    "configurations_tried", "tuning_study_trials", "deployment_choice", "deployed_weights",
 }
 DATA_LAYER_PATH = re.compile(r"^data/0\d_[a-z_]+(/|$)")
 
