@@ -127,7 +127,7 @@ def set_clock(server: BinanceFuturesServer, moment: pd.Timestamp) -> None:
 def rest_feed(server: BinanceFuturesServer) -> ExchangeFeed:
     """The real REST path (ccxt, our client and download) against the loopback server."""
     client = ExchangeClient(api_url=server.url, timeout_s=2.0, retry=FAST_RETRY, budget=WeightBudget(limit=None), seed=0)
-    return ExchangeFeed(ExchangeSource(client, DownloadSettings(progress=False, max_workers=1)))
+    return ExchangeFeed(ExchangeSource(client, DownloadSettings(progress=False, max_workers=1, empty_page_is_end=True)))
 
 
 def warm_stores(folder: Path, server: BinanceFuturesServer) -> tuple[SeriesStore, SeriesStore]:

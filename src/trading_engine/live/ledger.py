@@ -188,11 +188,11 @@ class Ledger:
             return 0
         self.ensure_schema()
         insert = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(signal_ledger)
-        statement = insert.on_conflict_do_nothing(index_elements=["series", "bar_time"])
+        statement = insert.on_conflict_do_nothing(index_elements=["series", "bar_time"]).returning(signal_ledger.c.id)
         added = 0
         with self.engine.begin() as connection:
-            for row in rows:
-                added += connection.execute(statement, row.values()).rowcount
+            for row in rows:  # a few rows a run (one per series and bar)
+                added += len(connection.execute(statement, row.values()).all())
         return added
 
     @contextlib.contextmanager

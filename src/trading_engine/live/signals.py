@@ -107,21 +107,26 @@ class ExchangeFeed:
     def __init__(self, source: ExchangeSource, funding: bool = True) -> None:
         self.source = source
         self.funding = funding
+        self._clock_measured = False
 
     @classmethod
     def from_params(cls, ingestion: Mapping[str, Any], funding: bool = True) -> ExchangeFeed:
         """The REST source of the `ingestion` parameters (exchange, api_url, retry, rate limit),
         whatever `ingestion.source` says (the archive has no bar that closed a minute ago)."""
-        settings = replace(download_settings(ingestion), progress=False)
+        settings = replace(download_settings(ingestion), progress=False, empty_page_is_end=True)
         return cls(ExchangeSource(exchange_client(ingestion), settings), funding)
 
     def sync(self, store: SeriesStore, funding_store: SeriesStore | None, symbols: Sequence[str], timeframe: str,
              start: pd.Timestamp) -> None:
-        self.source.sync(store, list(symbols), [timeframe], Window(start))
+        self.source.sync(store, list(symbols), [timeframe], Window(start))  # measures the exchange's clock too
+        self._clock_measured = True
         if self.funding and funding_store is not None:
             self.source.sync_funding(funding_store, list(symbols), Window(start))
 
     def now(self) -> pd.Timestamp:
+        if not self._clock_measured:  # before the first sync: ask the exchange (one request)
+            self.source.client.sync_clock()
+            self._clock_measured = True
         return pd.Timestamp(self.source.client.now_ms(), unit="ms", tz="UTC")
 
 
