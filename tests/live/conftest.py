@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from kedro.io.core import Version
 
+from tests.conftest import make_test_project
 from tests.sources.fixtures import FAST_RETRY
 from tests.sources.loopback.binance_rest import BinanceFuturesServer, market_id
 from trading_engine.data.schema import funding_key, series_key
@@ -215,3 +216,32 @@ def make_server() -> Iterator[Callable[..., BinanceFuturesServer]]:
     for server in servers:
         server.stop()
 
+
+LIVE_CUT = 2500  # the exchange of `live_world` has bars 0 .. LIVE_CUT - 1
+SECOND = pd.Timedelta(seconds=1)
+
+
+def live_project(tmp_path: Path, server_url: str) -> Path:
+    """A project copy whose `test` environment writes under tmp_path/data and reads the loopback
+    exchange (fast retries: a failing exchange fails a run in well under a second)."""
+    return make_test_project(tmp_path, {
+        "ingestion": {"source": "exchange", "api_url": server_url, "symbols": list(SYMBOLS),
+                      "timeframes": [TIMEFRAME], "start": START.isoformat(), "end": None,
+                      "download": {"progress": False, "timeout_s": 2, "max_workers": 1},
+                      "retry": {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02,
+                                "unreached_attempts": 1, "unreached_delay_s": 0.01},
+                      "rate_limit": {"enabled": False}},
+        "signals": {"stale_tolerance_s": 0, "lock_timeout_s": 10},
+    })
+
+
+@pytest.fixture
+def live_world(tmp_path, trained, candles, funding, make_server):
+    """(project, server, deployment): a warm store up to bar LIVE_CUT - 4, the model deployed in the
+    project's data/06_models."""
+    server = make_server({key: frame.iloc[:LIVE_CUT] for key, frame in candles.items()}, funding,
+                         now=START + (LIVE_CUT - 3) * BAR + SECOND)
+    project = live_project(tmp_path, server.url)
+    warm_stores(tmp_path / "data" / "raw" / "store", server)
+    deployed = deploy(tmp_path / "data" / "models", trained)
+    return project, server, deployed
