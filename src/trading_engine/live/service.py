@@ -155,7 +155,12 @@ def signals_command(every: str | None, delay: float, env: str | None, params: di
     """The signals pipeline: the target position of every series for the last closed bar."""
     run_once = kedro_signals_run(_project(), env, params)
     if every is None:
-        run_once()
+        try:
+            run_once()
+        except Exception as error:
+            if _is_expected(error):  # a refusal, the exchange down, the ledger busy: one message, exit status 1
+                raise click.ClickException(f"{type(error).__name__}: {_root_message(error)}") from None
+            raise
         return
     stop = threading.Event()
     stop_on_signals(stop)
