@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
-from trading_engine.data.schema import parse_series_key, timeframe_to_timedelta
+from trading_engine.data.schema import timeframe_to_timedelta
 from trading_engine.live.window import FeatureRecipe
 from trading_engine.params import known_params
 from trading_engine.trading.costs import CostModel
@@ -103,10 +103,6 @@ class DeployedModel:
     @property
     def bar(self) -> pd.Timedelta:
         return timeframe_to_timedelta(self.timeframe)
-
-    @property
-    def symbols(self) -> list[str]:
-        return [parse_series_key(key)[0] for key in self.series]
 
     @classmethod
     def from_artifact(cls, artifact: Mapping[str, Any], version: str) -> DeployedModel:

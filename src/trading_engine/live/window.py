@@ -3,20 +3,18 @@
 `FeatureRecipe` holds what the features pipeline was told when the model's features were made
 (the reference series, its fill limit, the order-flow and funding groups, the warm-up) and
 computes the model input of any stretch of candles with the features pipeline's own functions
-(`compute_features`, `build_model_input`): the signals run, the replay's backtest and paper
-trading all call it.
+(`compute_features`, `build_model_input`): the signals run and paper trading's backtest
+call it.
 
 **The trailing window and replay parity.** Most features have a finite lookback, but the
 exponential averages (EMA 5-100, MACD, Wilder's RSI, ATR, ADX) depend on where their recursion
 starts: computed from a window of only the warm-up (300 bars) they differ from the whole
-history's values (measured on real BTC, ETH and SOL 5m candles: 10 % of the float32 feature
-values differ, `feat_ema_100` by up to 350 % of its own value, `feat_trend_score` flips). The
-float32 features equal the whole history's once the window starts `LEAD_BARS` = 2000 bars
-before the row (EMA-100's seed weight, (99/101)^1900, is then below float64 resolution):
-measured, 0 of 70,000 feature values differ at 2000 bars, against 314 of 52,000 at 1000 and 1
-at 1500 (docs/live.md). A signals run therefore reads `lead_bars` + the rows the model needs
-(`seq_len`, or the volatility target's 8 half-lives) + the bars it decides, never more: the
-work and the memory do not grow with the history.
+history's (measured on the real BTC, ETH and SOL 5m candles, `bench/bench_signals.py`: 710 of
+7,440 float32 feature values of a window's last row differ, 32 at 1,000 bars, none at 1,500,
+2,000 or 2,500; `feat_ema_100` by up to 350 % of its value). A signals run therefore reads
+`lead_bars` (`LEAD_BARS` = 2,000) candles before the first row it uses, + the rows the model
+needs (`seq_len`, or the volatility target's 8 half-lives) + the bars it decides, never more:
+the work and the memory do not grow with the history (docs/live.md).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from trading_engine.data.schema import series_key, timeframe_to_timedelta
@@ -113,11 +110,3 @@ def rows_needed(seq_len: int, rule: TradingRule) -> int:
     sizing = 8 * rule.volatility_halflife_bars + 1 if rule.target_volatility is not None else 1
     return max(int(seq_len), sizing)
 
-
-def contiguous_from(index: pd.DatetimeIndex, bar: pd.Timedelta) -> pd.Timestamp | None:
-    """The first bar of the last contiguous run of `index` (no step longer than `bar`)."""
-    if len(index) == 0:
-        return None
-    steps = np.diff(pd.DatetimeIndex(index).as_unit("ns").asi8)
-    gaps = np.flatnonzero(steps > bar.value)
-    return index[0] if gaps.size == 0 else index[gaps[-1] + 1]
