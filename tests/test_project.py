@@ -22,7 +22,7 @@ ALL_PIPELINES = {*STUDY_PIPELINES, "tuning", "__default__"}
 # Node outputs deliberately kept in memory (docs/architecture.md, "Datasets in memory").
 MEMORY_DATASETS = {
     "candle_ingestion_report", "funding_ingestion_report", "candle_quality", "funding_quality",
-    "configurations_tried", "tuning_study_trials",
+    "configurations_tried", "tuning_study_trials", "deployment_choice", "deployed_weights",
 }
 DATA_LAYER_PATH = re.compile(r"^data/0\d_[a-z_]+(/|$)")
 
@@ -239,7 +239,7 @@ def command_text(service: dict) -> str:
 
 def test_compose_has_the_services_and_ports(compose) -> None:
     services = compose["services"]
-    assert set(services) == {"pipeline", "tuning", "viz", "optuna-dashboard", "mlflow", "postgres", "study-storage"}
+    assert set(services) == {"pipeline", "tuning", "viz", "optuna-dashboard", "mlflow", "postgres", "study-storage", "signals"}
     assert [compose_defaults(port) for port in services["viz"]["ports"]] == ["4141:4141"]
     assert [compose_defaults(port) for port in services["optuna-dashboard"]["ports"]] == ["8080:8080"]
     assert [compose_defaults(port) for port in services["mlflow"]["ports"]] == ["5000:5000"]
@@ -281,6 +281,15 @@ def test_compose_runs_registered_pipelines_on_the_shared_postgres_study(compose,
     for name in ("pipeline", "tuning", "optuna-dashboard"):
         assert services[name]["depends_on"]["study-storage"]["condition"] == "service_completed_successfully"
     assert services["tuning"]["depends_on"]["pipeline"]["condition"] == "service_completed_successfully"
+    # The signals service writes its ledger to the same PostgreSQL server (runtime parameter ledger_url).
+    signals = services["signals"]
+    assert "exec python -m trading_engine signals --every 5m" in command_text(signals)
+    assert "ledger_url=$${LEDGER_URL}" in command_text(signals)
+    ledger = compose_defaults(signals["environment"]["LEDGER_URL"])
+    assert ledger == f"postgresql://{postgres['POSTGRES_USER']}@postgres:5432/{postgres['POSTGRES_DB']}"
+    assert compose_defaults(signals["environment"]["PGPASSWORD"]) == postgres["POSTGRES_PASSWORD"]
+    assert signals["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert signals["profiles"] == ["live"]  # a plain `docker compose up` stays the demo
 
 
 def test_compose_and_dockerfile_agree_on_paths(compose) -> None:

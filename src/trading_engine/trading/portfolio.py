@@ -17,9 +17,11 @@ from trading_engine.trading.calendar import periods_per_year, series_bar_length
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.engine import simulate
 from trading_engine.trading.rule import (
+    FLAT,
+    RuleState,
     TradingRule,
+    continue_positions,
     decision_bars,
-    target_positions,
     volatility_target_sizes,
 )
 
@@ -161,9 +163,19 @@ def rule_positions(aligned: pd.DataFrame, expected_return: np.ndarray, rule: Tra
     given each row's forecast of the `horizon`-bar return (and its confidence): the round trip
     cost of each bar from `costs`, the decision bars from the rows' timestamps, and, when the rule
     targets a volatility, the sizes from the closes of `market` (the series' full frames, so
-    that the volatility at a block's first bar is known)."""
+    that the volatility at a block's first bar is known). Every block starts flat."""
+    return continue_rule_positions(aligned, expected_return, rule, costs, horizon, FLAT, confidence, market)[0]
+
+
+def continue_rule_positions(aligned: pd.DataFrame, expected_return: np.ndarray, rule: TradingRule,
+                            costs: CostModel, horizon: int, state: RuleState,
+                            confidence: np.ndarray | None = None,
+                            market: Mapping[str, pd.DataFrame] | None = None) -> tuple[np.ndarray, RuleState]:
+    """`rule_positions` from `state` (the rule's state after the bar before the first row; a row
+    whose `segment_start` is True starts flat instead), and the state after the last row: the
+    live signals decide one bar at a time with it, exactly as `rule_positions` decides a block."""
     if rule.flat or aligned.empty:
-        return np.zeros(len(aligned))
+        return np.zeros(len(aligned)), FLAT if rule.flat else state
     bar_ns = aligned["bar_ns"].to_numpy() if "bar_ns" in aligned.columns else bar_lengths_ns(aligned["series"])
     timestamps = pd.DatetimeIndex(aligned["timestamp"]).as_unit("ns").asi8
     size: np.ndarray | float = 1.0
@@ -175,11 +187,11 @@ def rule_positions(aligned: pd.DataFrame, expected_return: np.ndarray, rule: Tra
                      index=market[series].index)
                  for series in aligned["series"].unique()}
         size = bar_values(aligned, sizes, ["size"])["size"]
-    return target_positions(expected_return, rule, costs.round_trip_cost(aligned["open"].to_numpy(),
-                                                                         aligned["close"].to_numpy()),
-                            horizon, confidence=confidence, size=size,
-                            decision=decision_bars(timestamps, bar_ns, rule.decide_every),
-                            segment_starts=aligned["segment_start"].to_numpy())
+    return continue_positions(expected_return, rule, costs.round_trip_cost(aligned["open"].to_numpy(),
+                                                                           aligned["close"].to_numpy()),
+                              horizon, state, confidence=confidence, size=size,
+                              decision=decision_bars(timestamps, bar_ns, rule.decide_every),
+                              segment_starts=aligned["segment_start"].to_numpy())
 
 
 def model_forecast(aligned: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ from trading_engine.training.trainer import (
     fold_rows,
     make_walk_forward_layout,
     refit_for_holdout,
+    refit_on_all_bars,
     resolve_device,
     series_of_timeframe,
     trading_sharpe,
@@ -32,6 +33,6 @@ from trading_engine.training.trainer import (
 __all__ = [
     "LOG_COLUMNS", "PREDICTION_COLUMNS", "EarlyStopping", "Fold", "FoldLayout", "FoldModel", "FoldResult",
     "FoldRows", "FoldSettings", "Segment", "TrainingConfig", "WalkForwardResult", "fit_scaling", "fold_rows",
-    "make_fold_layout", "make_validation_folds", "make_walk_forward_layout", "refit_for_holdout",
+    "make_fold_layout", "make_validation_folds", "make_walk_forward_layout", "refit_for_holdout", "refit_on_all_bars",
     "resolve_device", "series_of_timeframe", "train_walk_forward", "trading_sharpe",
 ]

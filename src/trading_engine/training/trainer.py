@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from trading_engine.data.schema import parse_series_key
+from trading_engine.data.segments import Segment
 from trading_engine.features.scaling import RobustScaler, robust_scale
 from trading_engine.models import (
     IGNORE_CLASS,
@@ -312,16 +313,41 @@ def refit_for_holdout(model_input: Mapping[str, pd.DataFrame], config: TrainingC
     if layout.holdout_refit is None:
         raise ValueError("the layout has no holdout to refit for (training.folds.holdout_fraction is 0)")
     keys = series_of_timeframe(model_input, config.timeframe)
+    result = _refit({key: model_input[key] for key in keys}, config, layout.holdout_refit, epochs)
+    logger.info("holdout model: %d epochs on %d training windows up to %s, %.1f s", result.epochs_run,
+                result.train_windows, layout.holdout_refit.train.end, result.seconds)
+    return result
+
+
+def refit_on_all_bars(model_input: Mapping[str, pd.DataFrame], config: TrainingConfig, epochs: int) -> FoldResult:
+    """The model to deploy: the same configuration trained on every bar of the series of
+    `config.timeframe` except the last purge (the longest target horizon + seq_len bars), for
+    `epochs` epochs (what early stopping chose on the last fold). Its fold (index n_folds + 1)
+    trains on [first bar, last bar - purge] and its test segment is that final purge, which it
+    predicts (segment "holdout", as every refit without validation)."""
+    keys = series_of_timeframe(model_input, config.timeframe)
     frames = {key: model_input[key] for key in keys}
+    axis = common_axis(frames)
+    purge_bars = max(longest_horizon(frames, config.horizon) + config.seq_len, config.folds.min_purge_bars)
+    train_bars = len(axis) - purge_bars
+    if train_bars <= purge_bars:
+        raise ValueError(f"{len(axis)} bars cannot train a model purged by {purge_bars} bars at the end")
+    fold = Fold(config.folds.n_folds + 1, Segment(axis[0], axis[train_bars - 1], train_bars), None,
+                Segment(axis[train_bars], axis[-1], purge_bars))
+    result = _refit(frames, config, fold, epochs)
+    logger.info("model refitted on all bars: %d epochs on %d training windows, %s to %s (purge %d bars), %.1f s",
+                result.epochs_run, result.train_windows, fold.train.start, fold.train.end, purge_bars, result.seconds)
+    return result
+
+
+def _refit(frames: Mapping[str, pd.DataFrame], config: TrainingConfig, fold: Fold, epochs: int) -> FoldResult:
+    """Train `fold` (no validation) for exactly `epochs` epochs."""
     pooled = PooledSeries.from_frames(frames, config.horizon)
     device = resolve_device(config.device)
     refit_config = replace(config, max_epochs=max(int(epochs), 1))
     with torch_threads(config.num_threads):
         # The rule and costs trade validation rows only, and a refit has none.
-        result = train_fold(pooled, frames, layout.holdout_refit, refit_config, TradingRule(), CostModel(), device)
-    logger.info("holdout model: %d epochs on %d training windows up to %s, %.1f s", result.epochs_run,
-                result.train_windows, layout.holdout_refit.train.end, result.seconds)
-    return result
+        return train_fold(pooled, frames, fold, refit_config, TradingRule(), CostModel(), device)
 
 
 @contextlib.contextmanager

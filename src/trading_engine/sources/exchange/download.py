@@ -65,6 +65,9 @@ class DownloadSettings:
     commit_every_pages: int = 20  # a crash loses at most this many pages
     max_workers: int = 3  # series downloaded at once, one connection each
     progress: bool = True
+    # Live signals: an empty page where the newest candles should be means "not published yet"
+    # (the caller judges staleness by the exchange's clock), not a malformed answer to retry.
+    empty_page_is_end: bool = False
 
 
 class ExchangeSource:
@@ -287,7 +290,8 @@ def download_candle_range(
     try:
         pages = candle_pages(
             client, market["symbol"], timeframe, since_ms, stop,
-            expect_data=market.get("active") is not False, listed_ms=market.get("created"),
+            expect_data=market.get("active") is not False and not settings.empty_page_is_end,
+            listed_ms=market.get("created"),
             limit=settings.candles_per_request,
         )  # fmt: skip
         for page in pages:
