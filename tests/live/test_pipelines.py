@@ -50,7 +50,7 @@ def test_deploy_then_replay_on_the_demo_run(demo_project, tmp_path):
     version = pointer["version"]
     assert (models / "deployed_model.pt" / version / "deployed_model.pt").is_file()
     card = json.loads((models / "deployed_model_card.json" / version / "deployed_model_card.json").read_text())
-    summary = json.loads((project / "data" / "08_reporting" / "training_summary.json").read_text())
+    summary = json.loads((project / "data" / "06_models" / "training_summary.json").read_text())
     assert card["feature_names"] == summary["feature_names"] and card["horizon"] == summary["config"]["horizon"]
     assert card["data_range"]["train"]["end"] < card["data_range"]["model_input"]["end"]  # purged at the end
     assert {"code_hash", "config_hash", "rule", "costs", "evaluation"} <= set(card)
