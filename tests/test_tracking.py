@@ -130,3 +130,10 @@ def test_a_tracking_failure_is_a_warning_and_the_run_goes_on(tmp_path: Path, mon
         session.run(pipeline_names=["ingestion"])
     assert (tmp_path / "data/raw/candles/BTC_USDT_5m.parquet").is_file()
     assert any("MLflow tracking failed" in record.getMessage() for record in caplog.records)
+
+
+def test_live_signals_runs_are_not_tracked_and_everything_else_is() -> None:
+    settings = TrackingSettings.from_config({"untracked_pipelines": ["signals"]})
+    assert not settings.tracks(["signals"])  # one run every bar is not an experiment
+    assert settings.tracks(["__default__"]) and settings.tracks(["signals", "paper"])
+    assert not TrackingSettings.from_config({"enabled": False}).tracks(["__default__"])

@@ -167,9 +167,9 @@ class TrackingHooks:
         from trading_engine.tracking import TrackingWorker
 
         self._worker = None
-        if self._settings is None or not self._settings.enabled:
-            return
         pipelines = run_params.get("pipeline_names") or ["__default__"]
+        if self._settings is None or not self._settings.tracks(pipelines):
+            return
         tags = {"kedro.pipelines": ",".join(pipelines), "kedro.env": str(run_params.get("env")),
                 "kedro.session_id": str(run_params.get("run_id")),
                 "kedro.runtime_params": str(run_params.get("runtime_params") or {})}

@@ -37,6 +37,9 @@ from trading_engine.errors import UserError
 from trading_engine.evaluation.backtest import EvaluationSettings
 from trading_engine.evaluation.selection import RuleSelectionSettings, rule_candidates
 from trading_engine.features import compute_targets
+from trading_engine.live.deployment import DeploySettings
+from trading_engine.live.replay import ReplaySettings
+from trading_engine.live.signals import SignalSettings
 from trading_engine.models import MODELS, build_model
 from trading_engine.sources import SOURCES, Window, download_settings
 from trading_engine.sources.archive import ArchiveSettings
@@ -179,6 +182,9 @@ CHECKS: tuple[SettingsCheck, ...] = (
     SettingsCheck("ingestion.retry", lambda p: RetryPolicy(**_mapping(p, "ingestion.retry")), RetryPolicy),
     SettingsCheck("ingestion.archive", lambda p: ArchiveSettings(**_mapping(p, "ingestion.archive")), ArchiveSettings),
     SettingsCheck("ingestion", _ingestion),
+    SettingsCheck("deploy", lambda p: DeploySettings.from_params(_mapping(p, "deploy")), DeploySettings),
+    SettingsCheck("signals", lambda p: SignalSettings.from_params(_mapping(p, "signals")), SignalSettings),
+    SettingsCheck("replay", lambda p: ReplaySettings.from_params(_mapping(p, "replay")), ReplaySettings),
     SettingsCheck("features", _features),
     SettingsCheck("training.horizon", _horizon_is_a_target, also_reads=("features.targets.horizons",)),
     SettingsCheck("training.timeframe", _timeframe_is_ingested, also_reads=("ingestion.timeframes",)),

@@ -60,16 +60,23 @@ class TrackingSettings:
     artifacts: str = "data/09_tracking/artifacts"  # where a new experiment keeps its runs' files
     experiment: str = "trading_engine"
     artifact_layers: tuple[str, ...] = ("models", "reporting")  # data layers whose outputs are artifacts
+    # Runs of only these pipelines are not tracked: a live signals run every 5 minutes is not an experiment.
+    untracked_pipelines: tuple[str, ...] = ("signals",)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> TrackingSettings:
         """From `tracking.yml` (the `tracking:` mapping). TRADING_ENGINE_TRACKING=0 switches it off."""
         settings = known_params(config, cls, "tracking settings")
-        if "artifact_layers" in settings:
-            settings["artifact_layers"] = tuple(settings["artifact_layers"])
+        for name in ("artifact_layers", "untracked_pipelines"):
+            if name in settings:
+                settings[name] = tuple(settings[name])
         if os.environ.get(SWITCH_VARIABLE, "").strip().lower() in ("0", "false", "no", "off"):
             settings["enabled"] = False
         return cls(**settings)
+
+    def tracks(self, pipelines: list[str]) -> bool:
+        """Whether a run of these pipelines is logged."""
+        return self.enabled and not set(pipelines) <= set(self.untracked_pipelines)
 
     def tracking_uri(self, project_path: Path) -> str:
         """MLFLOW_TRACKING_URI when set, else the store: `sqlite:///<absolute path>` for a file."""

@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from trading_engine.errors import UserError
 from trading_engine.trading.rule import RuleState
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ _APPEND_ONLY = {
 }
 
 
-class LedgerBusyError(RuntimeError):
+class LedgerBusyError(UserError):
     """Another signals run holds the ledger; this one wrote nothing."""
 
 

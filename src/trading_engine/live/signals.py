@@ -37,6 +37,7 @@ import pandas as pd
 from trading_engine.data import quality
 from trading_engine.data.schema import funding_key_of_series, parse_series_key, to_indexed
 from trading_engine.data.storage import SeriesStore
+from trading_engine.errors import UserError
 from trading_engine.live.deployment import DeployedModel, code_hash
 from trading_engine.live.ledger import Ledger, LedgerRow
 from trading_engine.live.window import LEAD_BARS, rows_needed
@@ -50,7 +51,7 @@ FUNDING_LOOKBACK = pd.Timedelta(days=4)  # the funding features read the rate kn
 MAX_LISTED_BARS = 5
 
 
-class SignalsRefused(RuntimeError):
+class SignalsRefused(UserError):
     """The run refused to decide; it wrote nothing to the ledger."""
 
 
