@@ -132,7 +132,8 @@ def test_a_tracking_failure_is_a_warning_and_the_run_goes_on(tmp_path: Path, mon
     assert any("MLflow tracking failed" in record.getMessage() for record in caplog.records)
 
 
-def test_live_signals_runs_are_not_tracked_and_everything_else_is() -> None:
+def test_live_signals_runs_are_not_tracked_and_everything_else_is(monkeypatch) -> None:
+    monkeypatch.delenv("TRADING_ENGINE_TRACKING", raising=False)  # the suite switches tracking off
     settings = TrackingSettings.from_config({"untracked_pipelines": ["signals"]})
     assert not settings.tracks(["signals"])  # one run every bar is not an experiment
     assert settings.tracks(["__default__"]) and settings.tracks(["signals", "paper"])
