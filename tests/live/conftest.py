@@ -89,7 +89,7 @@ def trained(model_input) -> FoldModel:
 
 
 def recipe_of(model: FoldModel) -> FeatureRecipe:
-    return FeatureRecipe.from_params(FEATURES, model.feature_names)
+    return FeatureRecipe.of_trained_features(FEATURES, model.feature_names)
 
 
 def deploy(folder: Path, model: FoldModel, rule: TradingRule = RULE, costs: CostModel = COSTS,

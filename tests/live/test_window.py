@@ -16,7 +16,7 @@ def features_at(recipe: FeatureRecipe, candles, start: int, end: int) -> dict[st
 
 
 def test_trailing_window_features_equal_the_whole_historys(candles):
-    recipe = FeatureRecipe.from_params(FEATURES, [])
+    recipe = FeatureRecipe.of_trained_features(FEATURES, [])
     whole = features_at(recipe, candles, 0, N_BARS)
     for end in (LEAD_BARS + 1, N_BARS - 300, N_BARS):
         window = features_at(recipe, candles, end - LEAD_BARS - 1, end)
@@ -25,7 +25,7 @@ def test_trailing_window_features_equal_the_whole_historys(candles):
 
 
 def test_a_window_of_only_the_warm_up_gives_other_features(candles):
-    recipe = FeatureRecipe.from_params(FEATURES, [])
+    recipe = FeatureRecipe.of_trained_features(FEATURES, [])
     whole = features_at(recipe, candles, 0, N_BARS)
     window = features_at(recipe, candles, N_BARS - FEATURES["warmup_bars"] - 1, N_BARS)
     assert any((window[key][-1] != whole[key][-1]).any() for key in whole)

@@ -53,7 +53,7 @@ class FeatureRecipe:
     warmup_bars: int = 300  # rows dropped at a series' start and after each gap (features.warmup_bars)
 
     @classmethod
-    def from_params(cls, features: Mapping[str, Any], feature_names: list[str]) -> FeatureRecipe:
+    def of_trained_features(cls, features: Mapping[str, Any], feature_names: list[str]) -> FeatureRecipe:
         """From `params:features` and the features the model was trained on (the groups that the
         features pipeline actually computed: it leaves a group out when a series lacks its data)."""
         return cls(reference_symbol=features.get("reference_symbol"),

@@ -107,10 +107,17 @@ def _positions_in(frame: pd.DataFrame, timestamps: pd.DatetimeIndex, series: str
 
 def rows_by_series(rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """The row positions of each series in `rows`. An aligned frame (with `segment_start`) is cut
-    at its block starts, which is fast on millions of rows; any other frame is grouped."""
+    at its block starts and wherever the series changes (a continued block, as the live signals
+    pass, need not start at its first row), which is fast on millions of rows; any other frame is
+    grouped."""
     if "segment_start" not in rows.columns:
         return {str(k): v for k, v in rows.groupby("series", sort=False, observed=True).indices.items()}
-    starts = np.flatnonzero(rows["segment_start"].to_numpy())
+    series_codes = pd.factorize(rows["series"])[0]
+    cuts = rows["segment_start"].to_numpy(dtype=bool).copy()
+    cuts[1:] |= series_codes[1:] != series_codes[:-1]
+    if len(cuts):
+        cuts[0] = True
+    starts = np.flatnonzero(cuts)
     stops = np.append(starts[1:], len(rows))
     by_series: dict[str, list[np.ndarray]] = {}
     for series, start, stop in zip(rows["series"].iloc[starts], starts, stops, strict=True):

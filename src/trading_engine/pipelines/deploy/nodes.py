@@ -89,7 +89,7 @@ def package_deployed_model(deployed_weights: dict[str, Any], deployment_choice: 
         deployed_weights["checkpoint"], series=series, timeframe=parse_series_key(series[0])[1],
         horizon=deployment_choice["horizon"], rule=TradingRule.from_params(deployment_choice["rule"]),
         costs=CostModel.from_params(deployment_choice["costs"]),
-        features=FeatureRecipe.from_params(features, deployment_choice["feature_names"]),
+        features=FeatureRecipe.of_trained_features(features, deployment_choice["feature_names"]),
         data_range=deployed_weights["data_range"], evaluation=deployment_choice["evaluation"],
         training={"config": deployment_choice["training_config"], "epochs": deployment_choice["epochs"]})
     logger.info("deploying %s on %s: %s; trained on %s -> %s", artifact["model"]["model_name"], ", ".join(series),
