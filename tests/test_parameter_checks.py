@@ -44,7 +44,7 @@ def changed(params: dict, path: str, value) -> dict:
     return params
 
 
-@pytest.mark.parametrize("env", [None, "binance"])
+@pytest.mark.parametrize("env", [None, "binance", "seed_1m"])
 def test_the_projects_parameters_pass_every_check(env) -> None:
     assert parameter_problems(project_parameters(env)) == []
 
