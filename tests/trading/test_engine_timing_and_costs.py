@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import zoneinfo
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,6 +105,22 @@ def test_a_short_held_in_contracts_earns_minus_the_price_change() -> None:
     rebalanced = np.prod(1 - np.array([120 / 100, 90 / 120, 150 / 90]) + 1)
     assert abs(equity - rebalanced) > 0.1
     assert result.turnover.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, pytest.approx(1.5 / 0.5)]  # one entry, one exit
+
+
+def test_a_short_through_a_price_that_more_than_doubles_is_liquidated_and_stays_flat() -> None:
+    # Short from 100; the price reaches 250: the contracts lose 1.5 of the entry equity. The
+    # account loses all of it at that bar (-100 %), never more, and the block is flat after it,
+    # whatever the targets say, so the equity curve cannot turn negative and flip later returns.
+    open_ = np.array([100.0, 100.0, 150.0, 250.0, 200.0, 100.0, 50.0])
+    result = simulate(np.full(7, -1.0), open_, open_, CostModel.free())
+    assert result.net_return[:2].tolist() == [0.0, pytest.approx(-0.5)]
+    assert result.net_return[2] == -1.0
+    assert np.all(result.net_return[3:] == 0.0) and np.all(result.held_position[3:] == 0.0)
+    assert np.prod(1 + result.net_return) == 0.0
+    # a new block starts with its own equity again
+    restarted = simulate(np.full(7, -1.0), open_, open_, CostModel.free(),
+                         segment_starts=np.array([1, 0, 0, 0, 1, 0, 0], dtype=bool))
+    assert restarted.net_return[5] == pytest.approx(-(50 / 100 - 1))  # short from 100 to 50
 
 
 def test_resizing_happens_at_decisions_only_and_pays_its_cost() -> None:
@@ -216,6 +235,21 @@ def test_missing_market_bars_are_an_error() -> None:
     predictions = pd.DataFrame({"timestamp": index, "series": "A_USDT_1h", "fold": 0, "segment": "test"})
     with pytest.raises(ValueError, match="misses 1 bars"):
         align_market(predictions, market)
+
+
+@pytest.mark.parametrize("market_utc", [zoneinfo.ZoneInfo("UTC"), datetime.UTC, None])
+def test_bars_match_by_instant_whatever_kind_of_utc_or_unit_each_side_has(market_utc) -> None:
+    # Parquet gives ZoneInfo("UTC") in microseconds, pd.to_datetime(utc=True) timezone.utc in ns.
+    stamps = pd.date_range("2024-01-01", periods=6, freq="5min", tz="UTC")
+    index = pd.DatetimeIndex(stamps.tz_convert(market_utc) if market_utc else stamps.tz_localize(None)).as_unit("us")
+    market = {"A_USDT_5m": pd.DataFrame({"open": np.arange(6.0) + 1, "close": np.arange(6.0) + 1.5}, index=index)}
+    wanted = pd.to_datetime(stamps[[1, 3, 4]].as_unit("ns").asi8, unit="ns", utc=True)
+    predictions = pd.DataFrame({"timestamp": wanted, "series": "A_USDT_5m", "fold": 0, "segment": "test"})
+    aligned = align_market(predictions, market)
+    assert aligned["open"].tolist() == [2.0, 4.0, 5.0] and aligned["close"].tolist() == [2.5, 4.5, 5.5]
+    later = predictions.assign(timestamp=wanted + pd.Timedelta(minutes=1))  # between bars: not there
+    with pytest.raises(ValueError, match="misses 3 bars"):
+        align_market(later, market)
 
 
 def test_trade_positions_matches_strategy_returns() -> None:

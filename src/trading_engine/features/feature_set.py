@@ -12,6 +12,11 @@ flat candles (open = high = low = close) and zero-volume candles.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -26,6 +31,8 @@ WARMUP_BARS = 3 * max(EMA_SPANS)
 IMBALANCE_WINDOWS = (5, 20, 50)
 ORDER_FLOW_WINDOW = 50  # the trailing level of the share, the trade count and the trade size
 FUNDING_CHANGE = pd.Timedelta(days=3)
+#: Feature groups computed at once: one per core, at most 4 (the groups are 8-10 and uneven).
+GROUP_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 OHLCV_FEATURE_NAMES: tuple[str, ...] = (
     # volatility
@@ -186,22 +193,24 @@ def compute_features(candles: pd.DataFrame, reference: pd.DataFrame | None = Non
     log_return = np.diff(log_close, prepend=np.nan)
     average_true_range = ind.atr(c["high"], c["low"], c["close"], ATR_WINDOW)
 
-    # One function per group, so that each group's intermediate arrays are freed on return.
-    _volatility(f, c, log_return, average_true_range)
-    _momentum(f, c)
-    _trend(f, c, average_true_range)
-    _volume(f, c)
-    _microstructure(f, c, log_return)
-    _calendar(f, candles.index)
     if reference is None:
         ref_log_close = log_close
     else:
         ref_log_close = _aligned_reference_log_close(candles.index, reference, reference_fill_limit)
-    _cross_asset(f, log_return, ref_log_close)
-    if order_flow:
-        _order_flow(f, c)
-    if funding is not None:
-        _funding(f, candles.index, funding, pd.Timedelta(timeframe))
+    # One function per group, so that each group's intermediate arrays are freed on return; the
+    # groups write disjoint columns and run on GROUP_THREADS threads (TA-Lib and numpy release
+    # the GIL), the slowest first.
+    groups: list[Callable[[], None]] = [
+        partial(_momentum, f, c), partial(_trend, f, c, average_true_range),
+        *([partial(_order_flow, f, c)] if order_flow else []),
+        partial(_volume, f, c), partial(_volatility, f, c, log_return, average_true_range),
+        partial(_cross_asset, f, log_return, ref_log_close), partial(_microstructure, f, c, log_return),
+        partial(_calendar, f, candles.index),
+        *([partial(_funding, f, candles.index, funding, pd.Timedelta(timeframe))] if funding is not None else []),
+    ]
+    with ThreadPoolExecutor(max_workers=GROUP_THREADS) as pool:
+        for running in [pool.submit(group) for group in groups]:
+            running.result()
     f.check_complete()
     return pd.DataFrame(table, index=candles.index, columns=list(names), copy=False)
 

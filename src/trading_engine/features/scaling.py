@@ -29,19 +29,27 @@ class RobustScaler:
     clip: float  # scaled values are clipped to [-clip, clip]
 
     @classmethod
-    def fit(cls, features: np.ndarray, clip: float = 5.0) -> RobustScaler:
-        """Fit on the rows given (a fold's training rows, never later ones)."""
-        features = np.asarray(features, dtype=np.float64)
-        if features.ndim != 2 or features.shape[0] == 0:
-            raise ValueError(f"need a non-empty (rows, features) array, got shape {features.shape}")
-        return cls(np.median(features, axis=0).astype(np.float32),
-                   robust_scale(features).astype(np.float32), float(clip))
+    def fit(cls, features: np.ndarray, clip: float = 5.0, rows: np.ndarray | None = None) -> RobustScaler:
+        """Fit on the rows given (a fold's training rows, never later ones): `features[rows]`, or
+        all of `features` when `rows` is None. One column at a time, in float64, so that the
+        memory is a column's, not a float64 copy of the table (5 years of 1m: 1.3 GB, and as
+        much again for each quantile)."""
+        features = np.asarray(features)
+        n_rows = features.shape[0] if rows is None else len(rows)
+        if features.ndim != 2 or n_rows == 0:
+            raise ValueError(f"need a non-empty (rows, features) array, got shape {features.shape} and {n_rows} rows")
+        center, scale = np.empty(features.shape[1], np.float32), np.empty(features.shape[1], np.float32)
+        for j in range(features.shape[1]):
+            column = (features[:, j] if rows is None else features[rows, j]).astype(np.float64)
+            center[j], scale[j] = np.median(column), robust_scale(column[:, None])[0]
+        return cls(center, scale, float(clip))
 
     def transform(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, F) -> (N, F) float32 on the same device."""
+        """(N, F) -> (N, F) float32 on the same device, a new tensor (one (N, F) allocation: the
+        table of five years of 1m is 650 MB)."""
         center = torch.as_tensor(self.center, device=features.device)
         scale = torch.as_tensor(self.scale, device=features.device)
-        return ((features.float() - center) / scale).clamp_(-self.clip, self.clip)
+        return features.float().sub(center).div_(scale).clamp_(-self.clip, self.clip)
 
     def to_state(self) -> dict[str, Any]:
         """Tensors and floats only, so that torch.load(weights_only=True) reads it back."""

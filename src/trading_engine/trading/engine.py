@@ -16,6 +16,11 @@ Timing (the whole point of this module):
   bar k's open (every 8 h on Binance: the rate at the settlement); it is charged on the contracts
   held before that instant, at the price of that instant (open_k): a long pays a positive rate, a
   short receives it.
+- Liquidation: a bar whose loss takes all the equity ends the position there, with a net return
+  of -100 % (the exchange's insurance fund, not the account, bears a loss beyond it), and the
+  block stays flat after it. A position held in contracts can lose more than its entry equity
+  (a short through a doubling price): compounding such a bar would otherwise flip the sign of
+  every later return.
 - A block ends at a gap. A position still open at the end of a block is closed and pays its exit
   (fee and slippage on its notional). At the end of a segment it is closed at the last bar's
   close. Before a gap (`gap_before` on the next bar) it cannot trade while the market is missing:
@@ -100,6 +105,8 @@ def _book(targets, open_, end_price, funding_next, slippage_rate, fee_rate, bloc
     for k in range(n):
         if block_start[k]:
             contracts, equity, held_target = 0.0, 1.0, 0.0
+        if equity <= 0.0:  # liquidated earlier in this block: nothing left to trade with
+            continue
         target = 0.0 if block_start[k] else targets[k - 1]
         traded = 0.0
         if target != held_target:  # a fill at this bar's open: resize to target x equity
@@ -123,6 +130,8 @@ def _book(targets, open_, end_price, funding_next, slippage_rate, fee_rate, bloc
         funding[k] = paid_funding / equity
         turnover[k] = traded / equity
         next_equity = equity + pnl - cost_fee - cost_slippage - paid_funding
+        if next_equity <= 0.0:  # the loss takes all the equity: liquidated, flat for the rest of the block
+            next_equity, contracts, held_target = 0.0, 0.0, 0.0
         net[k] = next_equity / equity - 1.0
         equity = next_equity
     return held, gross, fee, slippage, funding, net, turnover

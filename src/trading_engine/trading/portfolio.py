@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from trading_engine.data.segments import as_nanoseconds
 from trading_engine.trading.calendar import periods_per_year, series_bar_length
 from trading_engine.trading.costs import CostModel
 from trading_engine.trading.engine import simulate
@@ -99,7 +100,17 @@ def block_codes(predictions: pd.DataFrame) -> np.ndarray:
 
 
 def _positions_in(frame: pd.DataFrame, timestamps: pd.DatetimeIndex, series: str) -> np.ndarray:
-    where = pd.DatetimeIndex(frame.index).get_indexer(timestamps)
+    """The rows of `frame` (indexed by timestamp) at `timestamps`, matched as UTC nanoseconds:
+    pandas' own matching of two indexes whose UTC differs in kind (ZoneInfo from Parquet,
+    datetime.timezone.utc from pd.to_datetime) takes an object path, 80x slower (32 s for 210,000
+    bars of a 2.6 M-bar frame)."""
+    index = as_nanoseconds(pd.DatetimeIndex(frame.index))
+    wanted = as_nanoseconds(timestamps)
+    if index.shape[0] and bool(np.all(index[1:] > index[:-1])):  # sorted and unique, as the model input
+        where = np.minimum(np.searchsorted(index, wanted), index.shape[0] - 1)
+        where = np.where(index[where] == wanted, where, -1)
+    else:
+        where = pd.Index(index).get_indexer(wanted)
     if (where < 0).any():
         raise ValueError(f"market data of {series!r} misses {(where < 0).sum()} bars that have predictions")
     return where

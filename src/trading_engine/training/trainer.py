@@ -41,7 +41,12 @@ from trading_engine.trading.costs import CostModel
 from trading_engine.trading.metrics import sharpe_daily_annualised
 from trading_engine.trading.portfolio import portfolio_returns, strategy_returns
 from trading_engine.trading.rule import TradingRule
-from trading_engine.training.fold_model import FoldModel, autocast, prediction_frame
+from trading_engine.training.fold_model import (
+    PREDICTION_COLUMNS,
+    FoldModel,
+    autocast,
+    prediction_frame,
+)
 from trading_engine.training.splits import Fold, FoldLayout, FoldSettings, make_fold_layout
 from trading_engine.training.windows import (
     PooledSeries,
@@ -414,7 +419,7 @@ def fold_rows(pooled: PooledSeries, fold: Fold, seq_len: int) -> FoldRows:
 
 def fit_scaling(pooled: PooledSeries, rows: FoldRows, clip: float) -> tuple[RobustScaler, float]:
     """The feature scaler and the return scale of the regression target, from training rows only."""
-    scaler = RobustScaler.fit(pooled.features[rows.scaler], clip)
+    scaler = RobustScaler.fit(pooled.features, clip, rows=rows.scaler)
     return_scale = float(robust_scale(pooled.target_return[rows.train, None])[0])
     return scaler, return_scale
 
@@ -458,6 +463,7 @@ def train_fold(
     offsets = window_offsets(config.seq_len, device)
 
     log = []
+    best_validation_predictions = pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     epochs = tqdm(range(1, config.max_epochs + 1), desc=f"fold {fold.index}", unit="epoch",
                   disable=not config.progress)
     for epoch in epochs:
@@ -486,9 +492,11 @@ def train_fold(
                                                    target_return[validation_rows_device][validation_known],
                                                    config.loss_weights).total)
             validation_accuracy = float((labelled.logits.argmax(dim=-1) == labels).float().mean())
-            sharpe = trading_sharpe(prediction_frame(pooled, validation_rows, output, return_scale, fold.index,
-                                                     "validation"), market, trading_rule, costs, config.horizon)
-            stopper.update(sharpe, epoch, model)
+            validation_predictions = prediction_frame(pooled, validation_rows, output, return_scale, fold.index,
+                                                      "validation")
+            sharpe = trading_sharpe(validation_predictions, market, trading_rule, costs, config.horizon)
+            if stopper.update(sharpe, epoch, model):
+                best_validation_predictions = validation_predictions  # the best weights' own, not inferred again
         log.append({"fold": fold.index, "epoch": epoch, "train_loss": train_loss,
                     "validation_loss": validation_loss, "validation_accuracy": validation_accuracy,
                     "validation_sharpe": sharpe, "learning_rate": optimizer.param_groups[0]["lr"],
@@ -497,15 +505,14 @@ def train_fold(
         if validates and stopper.should_stop:
             break
     epochs.close()
+    predictions = []
     if validates:
         stopper.restore(model)
-        segments = {"validation": validation_rows}
-        if predict_test and fold.test is not None:
-            segments["test"] = rows.test
+        predictions.append(best_validation_predictions)
+        segments = {"test": rows.test} if predict_test and fold.test is not None else {}
     else:
         stopper.best_epoch, stopper.best_score = len(log), float("nan")
         segments = {"holdout": rows.test}
-    predictions = []
     for name, end_rows in segments.items():
         output = fold_model.infer(scaled, torch.from_numpy(end_rows).to(device))
         predictions.append(prediction_frame(pooled, end_rows, output, return_scale, fold.index, name))

@@ -23,6 +23,7 @@ from trading_engine.evaluation.backtest import (
 from trading_engine.evaluation.report import PLOT_FILES, backtest_report, console_summary
 from trading_engine.evaluation.selection import RuleSelectionSettings
 from trading_engine.trading import CostModel, TradingRule
+from trading_engine.training.windows import FEATURE_PREFIX
 from trading_engine.tuning.space import space_entries
 from trading_engine.tuning.storage import study_record
 
@@ -30,20 +31,29 @@ logger = logging.getLogger(__name__)
 RULE_PREFIX = "trading.rule."
 
 
-def _market(model_input: Mapping[str, Callable[[], pd.DataFrame]], predictions: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Load the model-input partitions of the series that have predictions."""
+def _market(model_input: Mapping[str, Callable[[], pd.DataFrame]], predictions: pd.DataFrame,
+            with_features: bool = False) -> dict[str, pd.DataFrame]:
+    """Load the model-input partitions of the series that have predictions: their market and
+    target columns (a third of the table), or also the features `with_features` (the fitted
+    baselines)."""
     wanted = sorted(predictions["series"].unique())
     missing = set(wanted) - set(model_input)
     if missing:
         raise KeyError(f"model_input has no partition for {sorted(missing)}")
-    return {series: model_input[series]() for series in wanted}
+    if with_features:
+        return {series: model_input[series]() for series in wanted}
+    return {series: _without_features(model_input[series]()) for series in wanted}
+
+
+def _without_features(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[[column for column in frame.columns if not str(column).startswith(FEATURE_PREFIX)]]
 
 
 def forecast_baselines(predictions: pd.DataFrame, model_input: Mapping[str, Callable[[], pd.DataFrame]],
                        training_summary: dict[str, Any], settings: dict[str, Any]) -> pd.DataFrame:
     """The forecasting baselines (momentum, mean reversion, logistic, gradient boosting), fitted
     per fold on training rows, on the model's bars."""
-    return fit_baseline_forecasts(predictions, _market(model_input, predictions), training_summary,
+    return fit_baseline_forecasts(predictions, _market(model_input, predictions, with_features=True), training_summary,
                                   EvaluationSettings.from_params(settings, training_horizon(training_summary)))
 
 
