@@ -294,7 +294,8 @@ class DailyPortfolio:
 
     def daily(self, net_return: np.ndarray) -> np.ndarray:
         per_bar = np.bincount(self.stamp_codes, net_return, minlength=len(self.timestamps)) / self.n_series
-        return np.expm1(np.bincount(self.day_codes, np.log1p(per_bar), minlength=len(self.days)))
+        with np.errstate(divide="ignore"):  # a liquidated bar: log growth -inf, the day -100 %
+            return np.expm1(np.bincount(self.day_codes, np.log1p(per_bar), minlength=len(self.days)))
 
 
 def random_baseline(aligned: pd.DataFrame, model: np.ndarray, costs: CostModel, model_sharpe: float,

@@ -29,7 +29,8 @@ def daily_returns(returns: pd.Series) -> pd.Series:
     without bars are left out."""
     if returns.empty:
         return returns.astype(np.float64)
-    growth = np.log1p(returns.astype(np.float64))
+    with np.errstate(divide="ignore"):  # a liquidated bar (-100 %): log growth -inf, the day -100 %
+        growth = np.log1p(returns.astype(np.float64))
     days = growth.groupby(returns.index.floor("D")).sum()
     return np.expm1(days)
 
