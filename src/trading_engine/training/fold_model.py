@@ -62,17 +62,19 @@ class FoldModel:
         scaled (N, F) table."""
         self.model.eval()
         offsets = window_offsets(self.seq_len, scaled.device)
-        parts = []
-        for batch in end_rows.split(batch_size):
+        n, n_classes = len(end_rows), self.model.heads.classification.out_features
+        # Written in place: no small results kept between the batches' large temporaries, which
+        # would pin them in the heap (the batches then grow it instead of reusing it).
+        result = ModelOutput(torch.empty(n, n_classes, device=scaled.device), torch.empty(n, device=scaled.device),
+                             torch.empty(n, device=scaled.device))
+        for start in range(0, n, batch_size):
+            batch = end_rows[start:start + batch_size]
             with autocast(scaled.device):
                 output = self.model(gather_windows(scaled, batch, offsets))
-            parts.append(ModelOutput(*(t.float() for t in output)))
+            for into, values in zip(result, output, strict=True):
+                into[start:start + len(batch)] = values.float()
         release_freed_heap()
-        if not parts:
-            n_classes = self.model.heads.classification.out_features
-            empty = torch.zeros(0, device=scaled.device)
-            return ModelOutput(torch.zeros(0, n_classes, device=scaled.device), empty, empty)
-        return ModelOutput(*(torch.cat(columns) for columns in zip(*parts, strict=True)))
+        return result
 
     def predict(self, frames: Mapping[str, pd.DataFrame], batch_size: int = 2048) -> pd.DataFrame:
         """Predictions for every bar of `frames` (model-input frames; targets not needed) that has a
