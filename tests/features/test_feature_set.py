@@ -16,6 +16,7 @@ from trading_engine.features import (
     ORDER_FLOW_FEATURE_NAMES,
     WARMUP_BARS,
     compute_features,
+    feature_set,
     indicators,
 )
 
@@ -73,6 +74,15 @@ def test_order_flow_and_funding_groups_come_with_their_data(archive_5m, funding_
         compute_features(no_flow, order_flow=True)
     with pytest.raises(ValueError, match="need the timeframe"):
         compute_features(candles, funding=funding_5m)
+
+
+def test_the_feature_table_is_the_same_on_one_thread_and_on_four(archive_5m, funding_5m, monkeypatch):
+    candles = archive_5m["ETH"].iloc[:2000]
+    monkeypatch.setattr(feature_set, "GROUP_THREADS", 4)
+    threaded = compute_features(candles, archive_5m["BTC"], funding=funding_5m, timeframe=FIVE_MINUTES)
+    monkeypatch.setattr(feature_set, "GROUP_THREADS", 1)
+    alone = compute_features(candles, archive_5m["BTC"], funding=funding_5m, timeframe=FIVE_MINUTES)
+    pd.testing.assert_frame_equal(threaded, alone, check_exact=True)
 
 
 def test_features_are_invariant_to_truncation(eth_5m, btc_5m):
