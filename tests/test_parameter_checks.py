@@ -8,10 +8,12 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+import re
 import typing
 from pathlib import Path
 
 import pytest
+import yaml
 from kedro.config import OmegaConfigLoader
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -47,6 +49,32 @@ def changed(params: dict, path: str, value) -> dict:
 @pytest.mark.parametrize("env", [None, "binance", "seed_1m"])
 def test_the_projects_parameters_pass_every_check(env) -> None:
     assert parameter_problems(project_parameters(env)) == []
+
+
+COMPOSE_FILES = ("docker-compose.yml", "docker/smoke.compose.yml")
+
+
+def compose_params() -> list[tuple[str, str, object]]:
+    """(file, path, value) of every `--params` override in the compose files' commands; values
+    taken from the environment (`$${...}`) are left out."""
+    found = []
+    for name in COMPOSE_FILES:
+        for overrides in re.findall(r'--params \\?"([^"\\]+)', (PROJECT_ROOT / name).read_text()):
+            for item in overrides.split(","):
+                path, _, value = item.partition("=")
+                if "$" not in value:
+                    found.append((name, path, yaml.safe_load(value)))  # numbers as `kedro run --params` reads them
+    return found
+
+
+def test_the_compose_files_params_pass_every_check() -> None:
+    # A renamed parameter left in a compose command fails only inside a container, minutes into a build.
+    overrides = compose_params()
+    assert any(path.startswith("evaluation.") for _, path, _ in overrides), overrides  # the smoke run's
+    params = project_parameters()
+    for _, path, value in overrides:
+        params = changed(params, path, value)
+    assert parameter_problems(params) == [], overrides
 
 
 def test_every_settings_class_with_from_params_is_checked() -> None:
