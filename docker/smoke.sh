@@ -10,7 +10,7 @@
 #   deploy, replay    the live path: the model deployed, its signals replayed against the backtest
 #   viz               HTTP 200 on /, and the API lists every pipeline
 #   optuna-dashboard  HTTP 200, the study in its API, no restart
-#   mlflow            HTTP 200; the pipeline's and the tuning's runs, the trials nested under it
+#   mlflow            HTTP 200; the runs of pipeline, deploy, replay and tuning, the trials nested under it
 # and removes the containers, networks and volumes it created, and the daemon if it started it.
 # The images stay (trading-engine:latest, trading-engine-postgres:15, trading-engine-base:bookworm)
 # so that a second run takes minutes; `docker image rm` them to get the disk back.
@@ -140,6 +140,6 @@ parents = sorted(t.get("mlflow.runName") for t in tags if "mlflow.parentRunId" n
 print(" ".join(parents), len([t for t in tags if "mlflow.parentRunId" in t]))
 PY
 )
-[ "$runs" = "default tuning 2" ] || fail "MLflow runs: expected 'default tuning 2' (runs, trials), got '$runs'"
-say "mlflow: HTTP 200, the runs default and tuning, 2 nested trials"
+[ "$runs" = "default deploy replay tuning 2" ] || fail "MLflow runs: expected 'default deploy replay tuning 2' (runs, trials), got '$runs'"
+say "mlflow: HTTP 200, the runs default, deploy, replay and tuning, 2 nested trials"
 say "every service ran"
