@@ -27,9 +27,9 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("
 
 
 def release_freed_heap() -> None:
-    """Hand the heap that glibc keeps after many freed tensors back to the system. Inference of
-    210,000 windows in batches leaves 1.4 GB of it resident on CPU (measured: docs/benchmarks.md,
-    "The seed's example at full size"); a no-op where malloc_trim does not exist."""
+    """Hand the heap that glibc keeps after many freed tensors back to the system (what is left
+    after an inference into preallocated outputs; docs/benchmarks.md, "The seed's example at full
+    size"); a no-op where malloc_trim does not exist."""
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
